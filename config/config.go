@@ -1,0 +1,252 @@
+// Package config defines tollgate's YAML configuration: the schema, its
+// defaults, and strict loading with file:line:col errors.
+//
+// Names follow Nginx wherever Nginx has the concept, so an Nginx user
+// recognises every knob. Defaults are Nginx's except where a field's doc says
+// otherwise (and why).
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Config is one whole tollgate.yaml. Load returns it with every default
+// applied and every reference checked; the proxy never sees a partial one.
+type Config struct {
+	// Listen lists the plain HTTP listeners. Default: one on 127.0.0.1:8080.
+	Listen []Listener `yaml:"listen"`
+
+	// Admin is the admin listener (/healthz /readyz /metrics /debug/...).
+	Admin Admin `yaml:"admin"`
+
+	// RealIP takes the client address from trusted proxies as
+	// ngx_http_realip_module does. Nil: the TCP peer is the client.
+	RealIP *RealIP `yaml:"real_ip"`
+
+	// LimitReqZones are the limit_req_zone declarations routes refer to.
+	LimitReqZones []LimitReqZone `yaml:"limit_req_zones"`
+
+	// Upstreams are the named groups of backend servers. At least one.
+	Upstreams []Upstream `yaml:"upstreams"`
+
+	// Routes map requests to upstreams, like Nginx locations: the route
+	// whose host matches and whose path_prefix is longest wins. At least one.
+	Routes []Route `yaml:"routes"`
+
+	// ClientHeaderTimeout bounds reading one whole request header.
+	// Default 60s (Nginx). Zero: no limit.
+	ClientHeaderTimeout Duration `yaml:"client_header_timeout"`
+
+	// ClientBodyTimeout bounds the wait between two reads of a request body
+	// (not the whole body). Default 60s (Nginx). Zero: no limit.
+	ClientBodyTimeout Duration `yaml:"client_body_timeout"`
+
+	// SendTimeout bounds the wait between two writes to the client.
+	// Default 60s (Nginx). Zero: no limit.
+	SendTimeout Duration `yaml:"send_timeout"`
+
+	// KeepaliveTimeout is how long an idle client connection is kept open
+	// between requests. Default 75s (Nginx), which is above Nginx's upstream
+	// keepalive_timeout (60s): the edge always closes an idle connection
+	// before tollgate does, so the edge never reuses one tollgate is closing.
+	// Zero: no keep-alive, every connection closes after one response.
+	KeepaliveTimeout Duration `yaml:"keepalive_timeout"`
+
+	// KeepaliveRequests is the most requests served on one client
+	// connection; the response to the last one carries Connection: close.
+	// Default 1000 (Nginx). Zero: no limit.
+	KeepaliveRequests int `yaml:"keepalive_requests"`
+
+	// LargeClientHeaderSize bounds the request line plus all request
+	// headers; a larger request gets 431. Default 32k (Nginx's
+	// large_client_header_buffers 4 8k). Zero: the default.
+	LargeClientHeaderSize Size `yaml:"large_client_header_size"`
+
+	// ProxyConnectTimeout bounds establishing a connection to a backend.
+	// Default 60s (Nginx). Zero: no limit.
+	ProxyConnectTimeout Duration `yaml:"proxy_connect_timeout"`
+
+	// ProxyReadTimeout bounds the wait between two reads from a backend,
+	// including the wait for response headers. Default 60s (Nginx).
+	// Zero: no limit.
+	ProxyReadTimeout Duration `yaml:"proxy_read_timeout"`
+
+	// ProxySendTimeout bounds the wait between two writes to a backend.
+	// Default 60s (Nginx). Zero: no limit.
+	ProxySendTimeout Duration `yaml:"proxy_send_timeout"`
+
+	// ShutdownTimeout is how long a graceful shutdown waits for in-flight
+	// requests before closing what is left. Default 30s. Zero: the default.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+
+	// RequestIDHeader names the request-id header: accepted from trusted
+	// peers (see TrustedPeer), generated otherwise, passed upstream and
+	// logged. Default X-Request-ID. Empty: the default.
+	RequestIDHeader string `yaml:"request_id_header"`
+
+	// Path is the file this config was loaded from; empty for built-ins.
+	Path string `yaml:"-"`
+}
+
+// Listener is one downstream listener.
+type Listener struct {
+	// Addr is host:port to listen on; an empty host listens on all
+	// interfaces. Required.
+	Addr string `yaml:"addr"`
+}
+
+// Admin is the admin listener.
+type Admin struct {
+	// Addr is host:port of the admin listener. Default 127.0.0.1:9901.
+	// "off" (AdminOff) disables it.
+	Addr string `yaml:"addr"`
+}
+
+// RealIP mirrors ngx_http_realip_module.
+type RealIP struct {
+	// SetRealIPFrom lists trusted addresses and CIDRs. A request from any
+	// other peer keeps the peer as its client address. Required, non-empty.
+	SetRealIPFrom []Prefix `yaml:"set_real_ip_from"`
+
+	// RealIPHeader names the header carrying the client address.
+	// Default X-Real-IP (Nginx). X-Forwarded-For or any header name.
+	RealIPHeader string `yaml:"real_ip_header"`
+
+	// RealIPRecursive walks the header right to left past trusted
+	// addresses, as Nginx's real_ip_recursive on. Default false (Nginx).
+	RealIPRecursive bool `yaml:"real_ip_recursive"`
+}
+
+// LimitReqZone mirrors Nginx's limit_req_zone.
+type LimitReqZone struct {
+	// Name identifies the zone in routes. Required, unique.
+	Name string `yaml:"name"`
+	// Key is the variable (or concatenation) that names a client:
+	// $binary_remote_addr, $remote_addr, $http_<name>, $server_name,
+	// constant text. Required.
+	Key string `yaml:"key"`
+	// Size bounds the zone's memory; a full zone evicts the least recently
+	// used key. Required (Nginx requires it too), at least 32k.
+	Size Size `yaml:"size"`
+	// Rate is requests per second ("10r/s") or per minute ("30r/m").
+	// Default 1r/s (Nginx).
+	Rate Rate `yaml:"rate"`
+}
+
+// Balance names an upstream's server selection policy.
+type Balance string
+
+const (
+	// BalanceRoundRobin is Nginx's smooth weighted round robin (default).
+	BalanceRoundRobin Balance = "round_robin"
+	// BalanceLeastConn picks the server with the fewest active requests
+	// relative to its weight, as Nginx's least_conn.
+	BalanceLeastConn Balance = "least_conn"
+)
+
+// Upstream is a named group of backend servers.
+type Upstream struct {
+	// Name identifies the upstream in routes. Required, unique.
+	Name string `yaml:"name"`
+
+	// Balance is round_robin (default) or least_conn.
+	Balance Balance `yaml:"balance"`
+
+	// Servers of the group. At least one that is not a backup.
+	Servers []Server `yaml:"servers"`
+
+	// Keepalive is the most idle connections kept per server. Default 32
+	// (Nginx has no pool unless configured; a sidecar always wants one).
+	// Zero: no pooling, each connection closes after one response. Never
+	// nil after Load.
+	Keepalive *int `yaml:"keepalive"`
+
+	// KeepaliveTimeout is how long a pooled connection may idle. Default 4s,
+	// not Nginx's 60s: tollgate must retire an idle connection before the
+	// backend does (Node.js closes after 5s), or a request races the
+	// backend's close. Zero: the default.
+	KeepaliveTimeout Duration `yaml:"keepalive_timeout"`
+
+	// KeepaliveRequests is the most requests sent on one backend
+	// connection. Default 1000 (Nginx). Zero: the default.
+	KeepaliveRequests int `yaml:"keepalive_requests"`
+
+	// KeepaliveTime bounds a backend connection's whole life. Default 1h
+	// (Nginx). Zero: the default.
+	KeepaliveTime Duration `yaml:"keepalive_time"`
+}
+
+// Server is one backend server of an upstream.
+type Server struct {
+	// Addr is host:port. Required.
+	Addr string `yaml:"addr"`
+	// Weight for balancing. Default 1. Zero is an error (Nginx).
+	Weight int `yaml:"weight"`
+	// MaxFails failures within FailTimeout mark the server failed for
+	// FailTimeout. Default 1 (Nginx). Zero: passive health off. Never nil
+	// after Load.
+	MaxFails *int `yaml:"max_fails"`
+	// FailTimeout is the failure window and the time a failed server is
+	// skipped. Default 10s (Nginx). Zero: the default (Nginx would take
+	// 0; use max_fails: 0 to turn passive health off).
+	FailTimeout Duration `yaml:"fail_timeout"`
+	// Backup servers get requests only when no primary is usable.
+	Backup bool `yaml:"backup"`
+	// Down marks the server permanently unavailable.
+	Down bool `yaml:"down"`
+	// MaxConns caps concurrent requests to the server; at the cap it is
+	// skipped (no queue, as open-source Nginx). Zero: no cap.
+	MaxConns int `yaml:"max_conns"`
+}
+
+// Route maps requests to an upstream, like an Nginx location.
+type Route struct {
+	// Host matches the request's Host (port ignored, case-insensitive).
+	// "*.example.com" matches any subdomain. Empty: any host.
+	Host string `yaml:"host"`
+	// PathPrefix matches the start of the request path. Default "/".
+	PathPrefix string `yaml:"path_prefix"`
+	// Upstream names the upstream that serves the route. Required.
+	Upstream string `yaml:"upstream"`
+	// LimitReq lists the limit_req rules applied, in order.
+	LimitReq []LimitReq `yaml:"limit_req"`
+	// LimitReqStatus is the status of rejected requests. Default 503
+	// (Nginx); 400-599.
+	LimitReqStatus int `yaml:"limit_req_status"`
+	// LimitReqDryRun accounts as usual but never delays or rejects.
+	LimitReqDryRun bool `yaml:"limit_req_dry_run"`
+	// LimitReqLogLevel is the level of rejection logs (info, notice, warn,
+	// error); delays log one level lower. Default error (Nginx).
+	LimitReqLogLevel string `yaml:"limit_req_log_level"`
+}
+
+// LimitReq is one limit_req rule of a route.
+type LimitReq struct {
+	// Zone names a limit_req_zone. Required.
+	Zone string `yaml:"zone"`
+	// Burst is the excess allowed above the rate. Default 0 (nil after
+	// Load; see BurstOrZero); an explicit 0 is an error (Nginx).
+	Burst *int `yaml:"burst"`
+	// NoDelay passes excess requests within burst at once.
+	NoDelay bool `yaml:"nodelay"`
+	// Delay passes the first Delay excess requests at once and delays the
+	// rest. Default 0 (delay every excess request); an explicit 0 is an
+	// error, and so is delay together with nodelay.
+	Delay *int `yaml:"delay"`
+}
+
+// Prefix is an address or CIDR ("10.0.0.0/8", "127.0.0.1", "::1").
+type Prefix struct{ netip.Prefix }
+
+// Duration is an Nginx time: "500ms", "60s", "1m", "1h30m", "1d"; a bare
+// number means seconds. See ParseDuration for the exact syntax.
+type Duration struct{ time.Duration }
+
+// Size is an Nginx size: "512", "16k", "10m", "1g" (case-insensitive), bytes.
+type Size struct{ Bytes int64 }
+
+// Rate is an Nginx limit_req rate, stored as Nginx stores it: requests per
+// second × 1000, truncated ("30r/m" → 500, "4r/m" → 66). A bare number
+// means r/s, as in Nginx.
+type Rate struct{ PerSecondMilli int64 }

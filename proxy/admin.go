@@ -1,0 +1,79 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// adminHandler serves the admin API: liveness, readiness, metrics and the
+// debug views. It listens on loopback by default and has no authentication.
+func (s *Server) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		// Liveness is the process only: backend health must never get
+		// tollgate restarted.
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /debug/upstreams", s.serveUpstreams)
+	return mux
+}
+
+type serverView struct {
+	Addr     string `json:"addr"`
+	Weight   int    `json:"weight"`
+	Backup   bool   `json:"backup"`
+	Down     bool   `json:"down"`
+	Failed   bool   `json:"failed"`
+	Fails    int    `json:"fails"`
+	Active   int    `json:"active"`
+	MaxConns int    `json:"max_conns"`
+	Open     int64  `json:"conns_open"`
+	Idle     int    `json:"conns_idle"`
+	Dials    int64  `json:"dials"`
+}
+
+type upstreamView struct {
+	Name    string       `json:"name"`
+	Servers []serverView `json:"servers"`
+}
+
+// serveUpstreams shows every upstream and server with its balancing and
+// pool state.
+func (s *Server) serveUpstreams(w http.ResponseWriter, r *http.Request) {
+	rt := s.rt.Load()
+	now := time.Now()
+	var out []upstreamView
+	for i := range rt.cfg.Upstreams {
+		up := rt.upstreams[rt.cfg.Upstreams[i].Name]
+		uv := upstreamView{Name: up.name}
+		up.bal.mu.Lock()
+		for _, p := range up.bal.peers() {
+			uv.Servers = append(uv.Servers, serverView{
+				Addr: p.addr, Weight: p.weight, Backup: p.backup, Down: p.down,
+				Failed: p.failed(now), Fails: p.fails, Active: p.active, MaxConns: p.maxConns,
+			})
+		}
+		up.bal.mu.Unlock()
+		for j, p := range up.bal.peers() {
+			uv.Servers[j].Open = p.pool.open.Load()
+			uv.Servers[j].Idle = p.pool.idleCount()
+			uv.Servers[j].Dials = p.pool.dials.Load()
+		}
+		out = append(out, uv)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(out)
+}

@@ -1,0 +1,243 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// poolLimits are one upstream's keep-alive settings (Nginx's upstream
+// keepalive, keepalive_timeout, keepalive_requests, keepalive_time).
+type poolLimits struct {
+	maxIdle     int           // idle conns kept; 0 = no pooling
+	idleTimeout time.Duration // how long a conn may idle
+	maxRequests int           // requests per conn
+	maxLife     time.Duration // a conn's whole life
+}
+
+// serverPool keeps idle HTTP/1.1 connections to one backend server and dials
+// new ones. tollgate owns this pool instead of using net/http.Transport so
+// that it sees every connection's life (reuse, idle time, who closed it) and
+// avoids the Transport's two goroutines per connection.
+//
+// The idle list is LIFO: the most recently used connection is reused first,
+// so surplus connections age out instead of all staying lukewarm.
+//
+// A serverPool is safe for concurrent use.
+type serverPool struct {
+	addr   string
+	dialer net.Dialer
+	hooks  *connHooks
+
+	mu      sync.Mutex
+	limits  poolLimits
+	idle    []*upstreamConn
+	retired bool // removed by reload: no new idle conns
+
+	open  atomic.Int64 // connections currently open
+	dials atomic.Int64 // connections ever dialed
+}
+
+func newServerPool(addr string, limits poolLimits, hooks *connHooks) *serverPool {
+	return &serverPool{addr: addr, limits: limits, hooks: hooks}
+}
+
+// setLimits applies a reloaded upstream's keep-alive settings.
+func (p *serverPool) setLimits(l poolLimits) {
+	p.mu.Lock()
+	p.limits = l
+	p.mu.Unlock()
+}
+
+// get returns an idle connection that is still usable, or dials a new one
+// within connectTimeout.
+func (p *serverPool) get(ctx context.Context, now time.Time, connectTimeout time.Duration) (*upstreamConn, error) {
+	if c := p.takeIdle(now); c != nil {
+		return c, nil
+	}
+	return p.dial(ctx, connectTimeout)
+}
+
+// takeIdle pops idle connections until one is fit for reuse, closing the
+// expired ones and those the backend already closed.
+func (p *serverPool) takeIdle(now time.Time) *upstreamConn {
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		c := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		limits := p.limits
+		p.mu.Unlock()
+
+		if why := c.expired(now, limits); why != "" {
+			c.close(why)
+			continue
+		}
+		if !c.peerStillOpen() {
+			c.close(reasonIdleClosedByPeer)
+			continue
+		}
+		c.reused = true
+		c.wasIdle = now.Sub(c.idleSince)
+		return c
+	}
+}
+
+func (p *serverPool) dial(ctx context.Context, timeout time.Duration) (*upstreamConn, error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	raw, err := p.dialer.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, &dialError{addr: p.addr, err: err}
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	p.open.Add(1)
+	p.dials.Add(1)
+	return newUpstreamConn(raw, p), nil
+}
+
+// put returns a connection whose exchange ended cleanly. It is closed instead
+// when the pool is full, retired, or the connection has served its quota.
+func (p *serverPool) put(c *upstreamConn, now time.Time) {
+	c.idleSince = now
+	// Clear the exchange's deadlines: a past one would fail the liveness
+	// peek in takeIdle before it reaches the socket.
+	c.raw.SetDeadline(time.Time{})
+	p.mu.Lock()
+	limits := p.limits
+	why := c.expired(now, limits)
+	switch {
+	case why != "":
+	case p.retired:
+		why = reasonServerDrained
+	case len(p.idle) >= limits.maxIdle:
+		why = reasonPoolOverflow
+	default:
+		p.idle = append(p.idle, c)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	c.close(why)
+}
+
+// sweep closes idle connections past their idle timeout or lifetime. The
+// server calls it periodically; tests call it with a chosen now.
+func (p *serverPool) sweep(now time.Time) {
+	p.mu.Lock()
+	limits := p.limits
+	var expired []*upstreamConn
+	kept := p.idle[:0]
+	for _, c := range p.idle {
+		if c.expired(now, limits) != "" {
+			expired = append(expired, c)
+		} else {
+			kept = append(kept, c)
+		}
+	}
+	clear(p.idle[len(kept):])
+	p.idle = kept
+	p.mu.Unlock()
+	for _, c := range expired {
+		c.close(c.expired(now, limits))
+	}
+}
+
+// retire closes every idle connection and keeps no new ones: the server left
+// the configuration. In-flight exchanges finish and then close.
+func (p *serverPool) retire() {
+	p.mu.Lock()
+	p.retired = true
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.close(reasonServerDrained)
+	}
+}
+
+// closeIdle closes every idle connection (graceful shutdown).
+func (p *serverPool) closeIdle(why string) {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.close(why)
+	}
+}
+
+func (p *serverPool) idleCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}
+
+// expired names why c must not be used again, or returns "".
+func (c *upstreamConn) expired(now time.Time, l poolLimits) string {
+	switch {
+	case l.maxIdle == 0:
+		return reasonPoolOverflow
+	case l.maxRequests > 0 && c.requests >= l.maxRequests:
+		return reasonKeepaliveLimit
+	case l.maxLife > 0 && now.Sub(c.created) >= l.maxLife:
+		return reasonKeepaliveLimit
+	case !c.idleSince.IsZero() && l.idleTimeout > 0 && now.Sub(c.idleSince) >= l.idleTimeout:
+		return reasonIdleTimeout
+	}
+	return ""
+}
+
+// peerStillOpen reports whether the backend has not closed an idle
+// connection: a non-blocking MSG_PEEK sees EOF (FIN) or an error (RST) before
+// a request is risked on it. It costs one syscall and closes most of the
+// window for the keep-alive race.
+func (c *upstreamConn) peerStillOpen() bool {
+	sc, ok := c.raw.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	open := true
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case errors.Is(err, syscall.EAGAIN):
+		case err != nil, n == 0:
+			open = false
+		default:
+			// An idle HTTP/1.1 connection has nothing to say; unsolicited
+			// bytes mean it is out of step with us.
+			open = false
+		}
+		return true
+	})
+	return err == nil && open
+}
+
+// dialError is a failure to connect to a backend server.
+type dialError struct {
+	addr string
+	err  error
+}
+
+func (e *dialError) Error() string { return "dial " + e.addr + ": " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }

@@ -1,0 +1,102 @@
+package proxy
+
+import (
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/tollgate-proxy/tollgate/config"
+	"github.com/tollgate-proxy/tollgate/limiter"
+)
+
+// runtime is one loaded configuration, resolved for the data path. A request
+// loads the current runtime once and uses it to the end, so a reload never
+// changes the rules under a request in flight.
+type runtime struct {
+	cfg       *config.Config
+	routes    *routeTable
+	upstreams map[string]*upstream
+	realIP    *limiter.RealIP // nil: real_ip not configured
+	trust     *limiter.RealIP // whose X-Request-ID and X-Forwarded-Proto count
+
+	requestIDHeader string // canonical
+	connectTimeout  time.Duration
+	readTimeout     time.Duration
+	sendTimeout     time.Duration
+	bodyTimeout     time.Duration
+	writeTimeout    time.Duration // send_timeout, to the client
+	keepaliveReqs   int
+	keepalive       bool
+}
+
+// upstream is a configured upstream group.
+type upstream struct {
+	name string
+	bal  *balancer
+}
+
+// loopback is whom tollgate trusts for X-Request-ID and X-Forwarded-Proto
+// when real_ip is not configured: a sidecar's edge is on the same host.
+var loopback = limiter.NewRealIP([]netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("::1/128"),
+}, "X-Real-Ip", false)
+
+// newRuntime resolves cfg. poolFor returns the connection pool of one server
+// of one upstream, reusing the previous runtime's pool when it exists.
+func newRuntime(cfg *config.Config, poolFor func(up *config.Upstream, addr string) *serverPool) *runtime {
+	rt := &runtime{
+		cfg:             cfg,
+		upstreams:       map[string]*upstream{},
+		trust:           loopback,
+		requestIDHeader: http.CanonicalHeaderKey(cfg.RequestIDHeader),
+		connectTimeout:  cfg.ProxyConnectTimeout.Duration,
+		readTimeout:     cfg.ProxyReadTimeout.Duration,
+		sendTimeout:     cfg.ProxySendTimeout.Duration,
+		bodyTimeout:     cfg.ClientBodyTimeout.Duration,
+		writeTimeout:    cfg.SendTimeout.Duration,
+		keepaliveReqs:   cfg.KeepaliveRequests,
+		keepalive:       cfg.KeepaliveTimeout.Duration > 0,
+	}
+	if ri := cfg.RealIP; ri != nil {
+		prefixes := make([]netip.Prefix, len(ri.SetRealIPFrom))
+		for i, p := range ri.SetRealIPFrom {
+			prefixes[i] = p.Prefix
+		}
+		rt.realIP = limiter.NewRealIP(prefixes, http.CanonicalHeaderKey(ri.RealIPHeader), ri.RealIPRecursive)
+		rt.trust = rt.realIP
+	}
+	for i := range cfg.Upstreams {
+		up := &cfg.Upstreams[i]
+		rt.upstreams[up.Name] = &upstream{
+			name: up.Name,
+			bal:  newBalancer(up, func(addr string) *serverPool { return poolFor(up, addr) }),
+		}
+	}
+	routes := make([]*route, 0, len(cfg.Routes))
+	for i := range cfg.Routes {
+		rc := &cfg.Routes[i]
+		routes = append(routes, &route{
+			name:     routeName(rc),
+			host:     strings.ToLower(rc.Host),
+			prefix:   rc.PathPrefix,
+			upstream: rt.upstreams[rc.Upstream],
+		})
+	}
+	rt.routes = newRouteTable(routes)
+	return rt
+}
+
+// limitsOf returns an upstream's keep-alive pool settings.
+func limitsOf(up *config.Upstream) poolLimits {
+	return poolLimits{
+		maxIdle:     *up.Keepalive,
+		idleTimeout: up.KeepaliveTimeout.Duration,
+		maxRequests: up.KeepaliveRequests,
+		maxLife:     up.KeepaliveTime.Duration,
+	}
+}
+
+// poolKey identifies a server's pool across reloads.
+func poolKey(upstream, addr string) string { return upstream + "\x00" + addr }

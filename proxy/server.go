@@ -1,0 +1,281 @@
+// Package proxy is tollgate's data path: listeners, the request pipeline,
+// upstream balancing, the own HTTP/1.1 upstream connection pool, access log,
+// metrics and the admin API.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate-proxy/tollgate/config"
+)
+
+// Options are the parts of a Server that do not come from the config file.
+type Options struct {
+	// Log receives operational messages (start, reload, warnings).
+	// Nil: slog.Default().
+	Log *slog.Logger
+	// AccessLog receives one JSON line per request. Nil: no access log.
+	AccessLog io.Writer
+}
+
+// Server is a running tollgate: its listeners, its current configuration and
+// the upstream connection pools that outlive reloads.
+type Server struct {
+	log     *slog.Logger
+	access  *slog.Logger
+	metrics *metrics
+	hooks   connHooks
+	ids     requestIDs
+	connIDs atomic.Uint64
+	tunnels tunnelSet
+
+	rt atomic.Pointer[runtime]
+
+	mu    sync.Mutex // guards pools and reloads
+	pools map[string]*serverPool
+
+	servers   []*http.Server
+	listeners []net.Listener
+	admin     *http.Server
+	adminLn   net.Listener
+	ready     atomic.Bool
+	done      chan struct{}
+	wg        sync.WaitGroup
+}
+
+// New builds a Server for cfg without opening any socket.
+func New(cfg *config.Config, opts Options) *Server {
+	s := &Server{
+		log:   opts.Log,
+		pools: map[string]*serverPool{},
+		done:  make(chan struct{}),
+		ids:   *newRequestIDs(),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if opts.AccessLog != nil {
+		s.access = slog.New(slog.NewJSONHandler(opts.AccessLog, nil))
+	}
+	s.metrics = newMetrics(s)
+	s.hooks.onUpstreamClose = func(_ *upstreamConn, reason string) { s.metrics.upstreamClose(reason) }
+	s.rt.Store(newRuntime(cfg, s.poolFor))
+	return s
+}
+
+// poolFor returns the pool of one server, creating it on first use. Called
+// with s.mu held during reloads, and from New before any concurrency.
+func (s *Server) poolFor(up *config.Upstream, addr string) *serverPool {
+	key := poolKey(up.Name, addr)
+	if p, ok := s.pools[key]; ok {
+		p.setLimits(limitsOf(up))
+		return p
+	}
+	p := newServerPool(addr, limitsOf(up), &s.hooks)
+	s.pools[key] = p
+	return p
+}
+
+// Start opens the listeners and serves in the background. It returns once
+// every listener is bound, or the first bind error.
+func (s *Server) Start() error {
+	cfg := s.rt.Load().cfg
+	for _, l := range cfg.Listen {
+		ln, err := net.Listen("tcp", l.Addr)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("listen %s: %w", l.Addr, err)
+		}
+		s.listeners = append(s.listeners, ln)
+	}
+	if cfg.Admin.Addr != "off" {
+		ln, err := net.Listen("tcp", cfg.Admin.Addr)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("admin listen %s: %w", cfg.Admin.Addr, err)
+		}
+		s.adminLn = ln
+		s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		s.serve(s.admin, ln)
+	}
+	for _, ln := range s.listeners {
+		hs := s.newHTTPServer(cfg)
+		s.servers = append(s.servers, hs)
+		s.serve(hs, ln)
+	}
+	s.wg.Add(1)
+	go s.sweepLoop()
+	s.ready.Store(true)
+	for _, w := range config.Warnings(cfg) {
+		s.log.Warn(w)
+	}
+	return nil
+}
+
+func (s *Server) newHTTPServer(cfg *config.Config) *http.Server {
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: cfg.ClientHeaderTimeout.Duration,
+		IdleTimeout:       cfg.KeepaliveTimeout.Duration,
+		MaxHeaderBytes:    int(cfg.LargeClientHeaderSize.Bytes),
+		ConnContext:       s.connContext,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	if cfg.KeepaliveTimeout.Duration <= 0 {
+		hs.SetKeepAlivesEnabled(false)
+	}
+	return hs
+}
+
+func (s *Server) serve(hs *http.Server, ln net.Listener) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("listener stopped", "addr", ln.Addr().String(), "error", err)
+		}
+	}()
+}
+
+// Addrs returns the bound addresses of the proxy listeners.
+func (s *Server) Addrs() []net.Addr {
+	out := make([]net.Addr, len(s.listeners))
+	for i, ln := range s.listeners {
+		out[i] = ln.Addr()
+	}
+	return out
+}
+
+// AdminAddr returns the admin listener's address, or nil when it is off.
+func (s *Server) AdminAddr() net.Addr {
+	if s.adminLn == nil {
+		return nil
+	}
+	return s.adminLn.Addr()
+}
+
+// Reload makes cfg the configuration for new requests. Requests in flight
+// finish under the old one; pools of servers that stay are kept with their
+// idle connections; pools of removed servers are drained. Listener addresses
+// cannot change without a restart: such a change is logged and ignored.
+func (s *Server) Reload(cfg *config.Config) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.rt.Load()
+	if !sameListeners(old.cfg, cfg) {
+		s.log.Warn("reload: listen and admin addresses need a restart; keeping the current ones")
+	}
+	used := map[string]bool{}
+	next := newRuntime(cfg, func(up *config.Upstream, addr string) *serverPool {
+		used[poolKey(up.Name, addr)] = true
+		return s.poolFor(up, addr)
+	})
+	s.rt.Store(next)
+	for key, p := range s.pools {
+		if !used[key] {
+			p.retire()
+			delete(s.pools, key)
+		}
+	}
+	for _, hs := range s.servers {
+		hs.ReadHeaderTimeout = cfg.ClientHeaderTimeout.Duration
+		hs.IdleTimeout = cfg.KeepaliveTimeout.Duration
+	}
+	s.metrics.reloads.WithLabelValues("ok").Inc()
+	for _, w := range config.Warnings(cfg) {
+		s.log.Warn(w)
+	}
+}
+
+// ReloadFailed counts a reload whose config was rejected.
+func (s *Server) ReloadFailed() { s.metrics.reloads.WithLabelValues("error").Inc() }
+
+func sameListeners(a, b *config.Config) bool {
+	if a.Admin.Addr != b.Admin.Addr || len(a.Listen) != len(b.Listen) {
+		return false
+	}
+	for i := range a.Listen {
+		if a.Listen[i].Addr != b.Listen[i].Addr {
+			return false
+		}
+	}
+	return true
+}
+
+// Shutdown stops accepting, lets requests in flight finish until ctx ends,
+// then closes what is left: tunnels and pooled upstream connections.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.ready.Store(false)
+	var errs []error
+	for _, hs := range s.servers {
+		errs = append(errs, hs.Shutdown(ctx))
+	}
+	if ctx.Err() != nil {
+		for _, hs := range s.servers {
+			hs.Close()
+		}
+	}
+	s.tunnels.closeAll()
+	close(s.done)
+	s.mu.Lock()
+	for _, p := range s.pools {
+		p.closeIdle(reasonServerDrained)
+	}
+	s.mu.Unlock()
+	if s.admin != nil {
+		errs = append(errs, s.admin.Close())
+	}
+	s.wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (s *Server) closeListeners() {
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	s.listeners = nil
+	if s.adminLn != nil {
+		s.adminLn.Close()
+		s.adminLn = nil
+	}
+}
+
+// sweepInterval is how often idle upstream connections are checked for
+// expiry; expiry is also checked whenever a connection is taken.
+const sweepInterval = 500 * time.Millisecond
+
+func (s *Server) sweepLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case now := <-t.C:
+			s.sweepOnce(now)
+		}
+	}
+}
+
+// sweepOnce closes expired idle connections of every pool.
+func (s *Server) sweepOnce(now time.Time) {
+	s.mu.Lock()
+	pools := make([]*serverPool, 0, len(s.pools))
+	for _, p := range s.pools {
+		pools = append(pools, p)
+	}
+	s.mu.Unlock()
+	for _, p := range pools {
+		p.sweep(now)
+	}
+}
