@@ -4,6 +4,13 @@
 // Names follow Nginx wherever Nginx has the concept, so an Nginx user
 // recognises every knob. Defaults are Nginx's except where a field's doc says
 // otherwise (and why).
+//
+// Loading is strict: unknown and duplicate keys, mistyped values and broken
+// references are errors, all reported at once as *Errors, each with its
+// file:line:col. Values may use ${NAME} for an environment variable ($${
+// for a literal ${). A key written as null or with no value counts as not
+// written. Top-level keys starting with "x-" are ignored, to hold YAML
+// anchors. docs/config.md is the reference for users.
 package config
 
 import (
