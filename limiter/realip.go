@@ -76,7 +76,9 @@ func (r *RealIP) walk(addr netip.Addr, line string) (netip.Addr, bool) {
 		}
 		tok, before, ok := lastToken(rest)
 		if !ok {
-			return addr, true
+			// An empty line ends the walk: Nginx fails to parse it and
+			// keeps what the later lines resolved (checked on 1.22.1).
+			return addr, false
 		}
 		parsed, good := parseAddrPort(tok)
 		if !good {
@@ -107,18 +109,14 @@ func lastToken(s string) (tok, before string, ok bool) {
 }
 
 // parseAddrPort parses "addr", "ipv4:port" or "[ipv6]:port" as
-// ngx_parse_addr_port does.
+// ngx_parse_addr_port does; "[ipv6]" without a port is rejected, as Nginx
+// rejects it (checked on 1.22.1).
 func parseAddrPort(s string) (netip.Addr, bool) {
 	if a, err := netip.ParseAddr(s); err == nil {
 		return a.Unmap(), true
 	}
 	if ap, err := netip.ParseAddrPort(s); err == nil {
 		return ap.Addr().Unmap(), true
-	}
-	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
-		if a, err := netip.ParseAddr(s[1 : len(s)-1]); err == nil {
-			return a.Unmap(), true
-		}
 	}
 	return netip.Addr{}, false
 }

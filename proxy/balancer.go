@@ -170,13 +170,19 @@ func (b *balancer) usable(p *peer, now time.Time, tried []*peer) bool {
 // failed reports whether passive health has taken the server out:
 // max_fails failures and the last one within fail_timeout.
 func (p *peer) failed(now time.Time) bool {
-	return p.maxFails > 0 && p.fails >= p.maxFails && now.Sub(p.checked) <= p.failTime
+	return p.maxFails > 0 && p.fails >= p.maxFails && sinceSeconds(now, p.checked) <= p.failTimeSec()
 }
+
+// sinceSeconds is now - then in whole seconds, as Nginx compares ngx_time()
+// values: a server failed at 12.9s is back at 23.0s with fail_timeout 10s.
+func sinceSeconds(now, then time.Time) int64 { return now.Unix() - then.Unix() }
+
+func (p *peer) failTimeSec() int64 { return int64(p.failTime / time.Second) }
 
 // noteChecked records that a server with failures was tried again after
 // fail_timeout: Nginx sets checked = now so a success can reset fails.
 func (b *balancer) noteChecked(p *peer, now time.Time) {
-	if p.fails > 0 && now.Sub(p.checked) > p.failTime {
+	if p.fails > 0 && sinceSeconds(now, p.checked) > p.failTimeSec() {
 		p.checked = now
 	}
 }

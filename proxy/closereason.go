@@ -1,19 +1,33 @@
 package proxy
 
 // Close reasons are a public interface (users alert on them): the codes of
-// ../shared/specs/close-reasons.md, kept exactly. The ones below are those
-// the proxy core decides itself; the connection wrappers add the rest.
+// specs/close-reasons.md, kept exactly. reasonTable gives each its default
+// initiator and kind; the classifier refines the kind from the error seen.
 const (
-	reasonIdleClosedByPeer   = "us_idle_closed_by_peer"
-	reasonIdleTimeout        = "us_idle_timeout"
-	reasonPoolOverflow       = "us_pool_overflow"
-	reasonKeepaliveLimit     = "us_keepalive_limit"
-	reasonServerDrained      = "us_server_drained"
-	reasonCancelledByDS      = "us_cancelled_by_downstream"
+	// Downstream (edge ↔ tollgate).
+	reasonDSIdleClosedByPeer   = "ds_idle_closed_by_peer"
+	reasonDSIdleResetByPeer    = "ds_idle_reset_by_peer"
+	reasonDSAbortBeforeResp    = "ds_client_abort_before_response"
+	reasonDSAbortRequestBody   = "ds_client_abort_request_body"
+	reasonDSAbortResponse      = "ds_client_abort_response"
+	reasonDSIdleTimeout        = "ds_idle_timeout"
+	reasonDSHeaderTimeout      = "ds_header_timeout"
+	reasonDSBodyTimeout        = "ds_body_timeout"
+	reasonDSWriteTimeout       = "ds_write_timeout"
+	reasonDSBadRequest         = "ds_bad_request"
+	reasonDSConnLimit          = "ds_conn_limit"
+	reasonDSUpstreamAbort      = "ds_upstream_abort"
+	reasonDSKeepaliveLimit     = "ds_keepalive_limit"
+	reasonDSShutdown           = "ds_shutdown"
+	reasonDSNetworkTimeout     = "ds_network_timeout"
+	reasonDSTLSHandshakeFailed = "ds_tls_handshake_failed"
+
+	// Upstream (tollgate ↔ backend).
 	reasonConnectRefused     = "us_connect_refused"
 	reasonConnectTimeout     = "us_connect_timeout"
 	reasonConnectUnreachable = "us_connect_unreachable"
 	reasonDNSFailure         = "us_dns_failure"
+	reasonTLSFailure         = "us_tls_failure"
 	reasonReusedConnClosed   = "us_reused_conn_closed"
 	reasonResetBeforeHeaders = "us_reset_before_headers"
 	reasonClosedBeforeHdrs   = "us_closed_before_headers"
@@ -22,11 +36,75 @@ const (
 	reasonClosedDuringBody   = "us_closed_during_body"
 	reasonBodyTimeout        = "us_body_timeout"
 	reasonBadResponse        = "us_bad_response"
+	reasonIdleClosedByPeer   = "us_idle_closed_by_peer"
+	reasonIdleTimeout        = "us_idle_timeout"
+	reasonPoolOverflow       = "us_pool_overflow"
+	reasonCancelledByDS      = "us_cancelled_by_downstream"
+	reasonServerDrained      = "us_server_drained"
+	reasonKeepaliveLimit     = "us_keepalive_limit"
 	reasonNetworkTimeout     = "us_network_timeout"
-	// reasonTunnelClosed ends an Upgrade tunnel that finished normally; the
-	// spec has no code for it.
+	// reasonTunnelClosed ends an Upgrade tunnel (WebSocket) that finished
+	// normally. Added to the spec's set: no code there fits a tunnel whose
+	// sides both said goodbye.
 	reasonTunnelClosed = "us_tunnel_closed"
 )
+
+// Initiators and kinds of a close (specs/close-reasons.md).
+const (
+	byPeer    = "peer"
+	byProxy   = "proxy"
+	byNetwork = "network"
+
+	kindFIN     = "fin"
+	kindRST     = "rst"
+	kindTimeout = "timeout"
+	kindRefused = "refused"
+	kindError   = "error"
+)
+
+// reasonDefaults is a reason's usual initiator and kind.
+type reasonDefaults struct{ initiator, kind string }
+
+var reasonTable = map[string]reasonDefaults{
+	reasonDSIdleClosedByPeer:   {byPeer, kindFIN},
+	reasonDSIdleResetByPeer:    {byPeer, kindRST},
+	reasonDSAbortBeforeResp:    {byPeer, kindFIN},
+	reasonDSAbortRequestBody:   {byPeer, kindFIN},
+	reasonDSAbortResponse:      {byPeer, kindRST},
+	reasonDSIdleTimeout:        {byProxy, kindFIN},
+	reasonDSHeaderTimeout:      {byProxy, kindTimeout},
+	reasonDSBodyTimeout:        {byProxy, kindTimeout},
+	reasonDSWriteTimeout:       {byProxy, kindTimeout},
+	reasonDSBadRequest:         {byProxy, kindFIN},
+	reasonDSConnLimit:          {byProxy, kindFIN},
+	reasonDSUpstreamAbort:      {byProxy, kindFIN},
+	reasonDSKeepaliveLimit:     {byProxy, kindFIN},
+	reasonDSShutdown:           {byProxy, kindFIN},
+	reasonDSNetworkTimeout:     {byNetwork, kindTimeout},
+	reasonDSTLSHandshakeFailed: {byPeer, kindError},
+
+	reasonConnectRefused:     {byPeer, kindRefused},
+	reasonConnectTimeout:     {byNetwork, kindTimeout},
+	reasonConnectUnreachable: {byNetwork, kindError},
+	reasonDNSFailure:         {byNetwork, kindError},
+	reasonTLSFailure:         {byPeer, kindError},
+	reasonReusedConnClosed:   {byPeer, kindFIN},
+	reasonResetBeforeHeaders: {byPeer, kindRST},
+	reasonClosedBeforeHdrs:   {byPeer, kindFIN},
+	reasonHeaderTimeout:      {byProxy, kindTimeout},
+	reasonResetDuringBody:    {byPeer, kindRST},
+	reasonClosedDuringBody:   {byPeer, kindFIN},
+	reasonBodyTimeout:        {byProxy, kindTimeout},
+	reasonBadResponse:        {byPeer, kindError},
+	reasonIdleClosedByPeer:   {byPeer, kindFIN},
+	reasonIdleTimeout:        {byProxy, kindFIN},
+	reasonPoolOverflow:       {byProxy, kindFIN},
+	reasonCancelledByDS:      {byProxy, kindFIN},
+	reasonServerDrained:      {byProxy, kindFIN},
+	reasonKeepaliveLimit:     {byProxy, kindFIN},
+	reasonNetworkTimeout:     {byNetwork, kindTimeout},
+	reasonTunnelClosed:       {byPeer, kindFIN},
+}
 
 // connHooks receives connection life events. The zero value ignores them.
 type connHooks struct {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -110,7 +111,6 @@ func (ids *requestIDs) next() string {
 // body: the limit is between two reads, not for the whole body (Nginx).
 type bodyTimeoutReader struct {
 	body    interface{ Read([]byte) (int, error) }
-	closer  interface{ Close() error }
 	rd      interface{ SetReadDeadline(time.Time) error }
 	timeout time.Duration
 }
@@ -126,13 +126,16 @@ func (b *bodyTimeoutReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *bodyTimeoutReader) Close() error { return b.closer.Close() }
-
-// withBodyTimeout wraps r's body in client_body_timeout when it has one.
-func withBodyTimeout(w http.ResponseWriter, r *http.Request, timeout time.Duration) {
+// withBodyTimeout returns r's body under client_body_timeout when it has one.
+// r.Body itself is left as net/http made it: net/http checks its type when
+// the response starts. An unread *expectContinueReader makes it close the
+// connection after the response; any other unread body it first drains,
+// which for a refused "Expect: 100-continue" request means waiting for a
+// body the client never sends, so the response never left.
+func withBodyTimeout(w http.ResponseWriter, r *http.Request, timeout time.Duration) io.Reader {
 	rd, ok := w.(interface{ SetReadDeadline(time.Time) error })
 	if !ok || timeout <= 0 || r.Body == nil || r.Body == http.NoBody {
-		return
+		return r.Body
 	}
-	r.Body = &bodyTimeoutReader{body: r.Body, closer: r.Body, rd: rd, timeout: timeout}
+	return &bodyTimeoutReader{body: r.Body, rd: rd, timeout: timeout}
 }

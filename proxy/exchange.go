@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -17,6 +18,7 @@ const expectContinueWait = time.Second
 type exchange struct {
 	c          *upstreamConn
 	r          *http.Request
+	body       io.Reader // r's body under client_body_timeout
 	fwd        *forwarding
 	upgrade    string
 	buf        []byte
@@ -39,7 +41,7 @@ func (x *exchange) roundTrip() (*http.Response, error) {
 		if err := x.flush(); err != nil {
 			return nil, err
 		}
-		if err := writeBody(c.bw, r, x.buf); err != nil {
+		if err := writeBody(c.bw, r, x.body, x.buf); err != nil {
 			return nil, err
 		}
 	}
@@ -77,7 +79,7 @@ func (x *exchange) roundTripExpectContinue() (*http.Response, error) {
 	default:
 		return nil, err
 	}
-	if err := writeBody(c.bw, x.r, x.buf); err != nil {
+	if err := writeBody(c.bw, x.r, x.body, x.buf); err != nil {
 		return nil, err
 	}
 	if err := x.flush(); err != nil {

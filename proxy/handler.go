@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -18,8 +19,9 @@ type requestState struct {
 	bytesOut  int64 // response body bytes written to the client
 	attempts  []attempt
 	attemptsA [4]attempt
-	dsReason  string // close reason when this request ended the downstream conn
-	freeRetry bool   // the one keep-alive-race retry was used
+	dsReason  string    // close reason when this request ended the downstream conn
+	freeRetry bool      // the one keep-alive-race retry was used
+	body      io.Reader // request body to forward, under client_body_timeout
 	buf       []byte
 }
 
@@ -74,7 +76,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header()["Connection"] = []string{"close"}
 			st.dsReason = "ds_keepalive_limit"
 		}
-		withBodyTimeout(w, r, rt.bodyTimeout)
+		st.body = withBodyTimeout(w, r, rt.bodyTimeout)
 		s.forward(w, r, rt, st)
 	}
 	s.observe(r, st)
@@ -145,7 +147,7 @@ func (s *Server) try(w http.ResponseWriter, r *http.Request, rt *runtime, st *re
 	c.startExchange(rt.readTimeout, rt.sendTimeout)
 	stop := context.AfterFunc(r.Context(), c.cancel)
 	upgrade, _ := isUpgrade(r.Header)
-	x := exchange{c: c, r: r, fwd: &st.fwd, upgrade: upgrade, buf: st.buf}
+	x := exchange{c: c, r: r, body: st.body, fwd: &st.fwd, upgrade: upgrade, buf: st.buf}
 	resp, err := x.roundTrip()
 	if err != nil {
 		stop()

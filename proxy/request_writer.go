@@ -131,14 +131,15 @@ func writeHeader(bw *bufio.Writer, k, v string) {
 	bw.WriteString("\r\n")
 }
 
-// writeBody streams the request body to the backend, chunked when the
-// client's was, with its trailers. It returns the error of whichever side
-// failed, marked so the caller can tell the client's fault from the backend's.
-func writeBody(bw *bufio.Writer, r *http.Request, buf []byte) error {
+// writeBody streams the request body of r, read from body (r.Body or a
+// wrapper of it), to the backend, chunked when the client's was, with its
+// trailers. It returns the error of whichever side failed, marked so the
+// caller can tell the client's fault from the backend's.
+func writeBody(bw *bufio.Writer, r *http.Request, body io.Reader, buf []byte) error {
 	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	src := &sourceReader{r: r.Body}
+	src := &sourceReader{r: body}
 	if r.ContentLength > 0 {
 		_, err := io.CopyBuffer(bw, io.LimitReader(src, r.ContentLength), buf)
 		return src.blame(err)

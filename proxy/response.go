@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"errors"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -41,7 +43,8 @@ func (s *Server) writeResponse(w http.ResponseWriter, r *http.Request, rt *runti
 			armWrite(wd, rt.writeTimeout)
 			if _, werr := w.Write(st.buf[:n]); werr != nil {
 				c.close(reasonCancelledByDS)
-				st.dsReason = "ds_client_abort_response"
+				st.attempts[len(st.attempts)-1].reason = reasonCancelledByDS
+				st.dsReason = writeFailReason(werr, rt.writeTimeout)
 				return false
 			}
 			st.bytesOut += int64(n)
@@ -59,6 +62,7 @@ func (s *Server) writeResponse(w http.ResponseWriter, r *http.Request, rt *runti
 		if rerr != nil {
 			reason := classifyBody(rerr, c)
 			c.close(reason)
+			st.attempts[len(st.attempts)-1].reason = reason
 			if reason != reasonCancelledByDS {
 				s.abortDownstream(w, st)
 			}
@@ -85,6 +89,15 @@ func (s *Server) abortDownstream(w http.ResponseWriter, st *requestState) {
 		panic(http.ErrAbortHandler)
 	}
 	conn.Close()
+}
+
+// writeFailReason names why a write to the client failed: tollgate's own
+// send_timeout fired, or the client went away.
+func writeFailReason(err error, timeout time.Duration) string {
+	if timeout > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		return "ds_write_timeout"
+	}
+	return "ds_client_abort_response"
 }
 
 func armWrite(wd writeDeadliner, timeout time.Duration) {

@@ -37,6 +37,9 @@ type Server struct {
 	ids     requestIDs
 	connIDs atomic.Uint64
 	tunnels tunnelSet
+	closes  *closeLog
+
+	shuttingDown atomic.Bool
 
 	rt atomic.Pointer[runtime]
 
@@ -67,6 +70,7 @@ func New(cfg *config.Config, opts Options) *Server {
 		s.access = slog.New(slog.NewJSONHandler(opts.AccessLog, nil))
 	}
 	s.metrics = newMetrics(s)
+	s.closes = newCloseLog(nil, 0, nil)
 	s.hooks.onUpstreamClose = func(_ *upstreamConn, reason string) { s.metrics.upstreamClose(reason) }
 	s.rt.Store(newRuntime(cfg, s.poolFor))
 	return s
@@ -126,7 +130,7 @@ func (s *Server) newHTTPServer(cfg *config.Config) *http.Server {
 		Handler:           s,
 		ReadHeaderTimeout: cfg.ClientHeaderTimeout.Duration,
 		IdleTimeout:       cfg.KeepaliveTimeout.Duration,
-		MaxHeaderBytes:    int(cfg.LargeClientHeaderSize.Bytes),
+		MaxHeaderBytes:    maxHeaderBytes(cfg.LargeClientHeaderSize.Bytes),
 		ConnContext:       s.connContext,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
@@ -134,6 +138,14 @@ func (s *Server) newHTTPServer(cfg *config.Config) *http.Server {
 		hs.SetKeepAlivesEnabled(false)
 	}
 	return hs
+}
+
+// maxHeaderBytes is http.Server.MaxHeaderBytes for a large_client_header_size:
+// net/http lets through 4096 bytes more than MaxHeaderBytes ("bufio slop"),
+// so that much is taken off. Sizes up to 4 KiB get 4 KiB plus one byte, the
+// least net/http can bound.
+func maxHeaderBytes(size int64) int {
+	return int(max(size-4096, 1))
 }
 
 func (s *Server) serve(hs *http.Server, ln net.Listener) {
@@ -186,9 +198,11 @@ func (s *Server) Reload(cfg *config.Config) {
 			delete(s.pools, key)
 		}
 	}
-	for _, hs := range s.servers {
-		hs.ReadHeaderTimeout = cfg.ClientHeaderTimeout.Duration
-		hs.IdleTimeout = cfg.KeepaliveTimeout.Duration
+	if old.cfg.ClientHeaderTimeout != cfg.ClientHeaderTimeout || old.cfg.KeepaliveTimeout != cfg.KeepaliveTimeout ||
+		old.cfg.LargeClientHeaderSize != cfg.LargeClientHeaderSize {
+		// net/http reads these from its Server on every connection without
+		// a lock; changing them under it would race.
+		s.log.Warn("reload: client_header_timeout, keepalive_timeout and large_client_header_size take effect at restart")
 	}
 	s.metrics.reloads.WithLabelValues("ok").Inc()
 	for _, w := range config.Warnings(cfg) {
@@ -214,6 +228,9 @@ func sameListeners(a, b *config.Config) bool {
 // Shutdown stops accepting, lets requests in flight finish until ctx ends,
 // then closes what is left: tunnels and pooled upstream connections.
 func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.shuttingDown.CompareAndSwap(false, true) {
+		return errors.New("tollgate: already shut down")
+	}
 	s.ready.Store(false)
 	var errs []error
 	for _, hs := range s.servers {
