@@ -196,7 +196,9 @@ fi
 
 tollgate_note=
 if [ -n "$tollgate" ]; then
-	args=(proxy --listen "127.0.0.1:${port[tollgate]}" --to "http://$backend")
+	# keepalive 64 as the Nginx proxy's upstream pool, so no leg churns
+	# backend connections under wrk's 64 client connections.
+	args=(proxy --listen "127.0.0.1:${port[tollgate]}" --to "http://$backend" --keepalive 64)
 	# The access log would cost every request a JSON line; turn it off, and
 	# when the binary has no such flag, throw the lines away instead.
 	start tollgate "$PROXY_CPU" /dev/null env GOMAXPROCS=1 "$tollgate" "${args[@]}" --access-log=false

@@ -139,6 +139,9 @@ type LimitReqZone struct {
 	// Rate is requests per second ("10r/s") or per minute ("30r/m").
 	// Default 1r/s (Nginx).
 	Rate Rate `yaml:"rate"`
+	// IPv6Prefix keys $binary_remote_addr/$remote_addr of IPv6 clients by
+	// this prefix length, e.g. 64; 0: the whole address (Nginx). 0-128.
+	IPv6Prefix int `yaml:"ipv6_prefix"`
 }
 
 // Balance names an upstream's server selection policy.

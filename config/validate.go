@@ -144,6 +144,9 @@ func (v *validator) zones(zones []LimitReqZone) {
 		case z.Size.Bytes < minZoneSize:
 			v.errorf(path+".size", "zone size %s is too small; Nginx's minimum is 32k", z.Size)
 		}
+		if z.IPv6Prefix < 0 || z.IPv6Prefix > 128 {
+			v.errorf(path+".ipv6_prefix", "ipv6_prefix must be from 0 to 128, got %d", z.IPv6Prefix)
+		}
 	}
 }
 

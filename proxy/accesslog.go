@@ -3,14 +3,14 @@ package proxy
 import (
 	"context"
 	"log/slog"
-	"net/http"
 	"strings"
 	"time"
 )
 
 // observe records a finished request: metrics always, and one access log
 // line when the access log is on.
-func (s *Server) observe(r *http.Request, st *requestState) {
+func (s *Server) observe(ss *session, st *requestState) {
+	req := &ss.req
 	elapsed := time.Since(st.start)
 	routeName, upName := "", ""
 	if st.route != nil {
@@ -25,11 +25,11 @@ func (s *Server) observe(r *http.Request, st *requestState) {
 	attrs := [...]slog.Attr{
 		slog.String("request_id", st.fwd.requestID),
 		slog.String("client", st.fwd.clientIP),
-		slog.String("method", r.Method),
-		slog.String("host", r.Host),
-		slog.String("path", r.URL.Path),
+		slog.String("method", req.Method),
+		slog.String("host", req.Host),
+		slog.String("path", st.path),
 		slog.Int("status", st.status),
-		slog.Int64("bytes", st.bytesOut),
+		slog.Int64("bytes", ss.rw.bodyBytes),
 		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
 		slog.String("route", routeName),
 		slog.String("upstream_addr", addrs),
@@ -38,6 +38,20 @@ func (s *Server) observe(r *http.Request, st *requestState) {
 		slog.String("downstream_close", st.dsReason),
 	}
 	s.access.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs[:]...)
+}
+
+// logBadRequest records a request refused before it could be parsed, as
+// Nginx logs its 400s.
+func (s *Server) logBadRequest(ss *session, status int, why string) {
+	s.metrics.requests.WithLabelValues("", "", codeLabel(status)).Inc()
+	if s.access == nil {
+		return
+	}
+	s.access.LogAttrs(context.Background(), slog.LevelInfo, "access",
+		slog.String("client", ss.peerText),
+		slog.Int("status", status),
+		slog.String("error", why),
+		slog.String("downstream_close", reasonDSBadRequest))
 }
 
 // attemptFields formats the attempts as Nginx's $upstream_addr and

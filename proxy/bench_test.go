@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"github.com/tollgate-proxy/tollgate/proxy/h1"
 	"io"
 	"log/slog"
 	"net"
@@ -174,13 +175,13 @@ func BenchmarkWriteRequestHead(b *testing.B) {
 		"Cookie: session=0123456789abcdef; theme=dark\r\n" +
 		"X-Forwarded-For: 203.0.113.7\r\n" +
 		"Connection: keep-alive\r\n\r\n"
-	r, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
-	if err != nil {
+	r := &h1.Request{}
+	if err := h1.ReadRequest(bufio.NewReader(strings.NewReader(raw)), 1<<20, r); err != nil {
 		b.Fatal(err)
 	}
 	f := &forwarding{
 		peerIP: "127.0.0.1", clientIP: "203.0.113.7", proto: "http", trustedPeer: true,
-		requestID: "0123456789abcdef0123456789abcdef", requestIDHeader: "X-Request-Id",
+		requestID: "0123456789abcdef0123456789abcdef", requestIDName: "X-Request-ID",
 	}
 	bw := bufio.NewWriterSize(io.Discard, 4096)
 	b.ReportAllocs()
@@ -193,12 +194,12 @@ func BenchmarkWriteRequestHead(b *testing.B) {
 // TestWriteRequestHeadNoAlloc keeps the request head writer at zero
 // allocations, so a regression fails a test, not only a benchmark.
 func TestWriteRequestHeadNoAlloc(t *testing.T) {
-	r, err := http.ReadRequest(bufio.NewReader(strings.NewReader(
-		"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 1.2.3.4\r\nConnection: keep-alive\r\n\r\n")))
-	if err != nil {
+	r := &h1.Request{}
+	if err := h1.ReadRequest(bufio.NewReader(strings.NewReader(
+		"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 1.2.3.4\r\nConnection: keep-alive\r\n\r\n")), 1<<20, r); err != nil {
 		t.Fatal(err)
 	}
-	f := &forwarding{peerIP: "127.0.0.1", clientIP: "1.2.3.4", proto: "http", requestID: "x", requestIDHeader: "X-Request-Id"}
+	f := &forwarding{peerIP: "127.0.0.1", clientIP: "1.2.3.4", proto: "http", requestID: "x", requestIDName: "X-Request-ID"}
 	bw := bufio.NewWriter(io.Discard)
 	if n := testing.AllocsPerRun(100, func() { writeRequestHead(bw, r, f, ""); bw.Flush() }); n != 0 {
 		t.Errorf("writeRequestHead: %v allocs, want 0", n)

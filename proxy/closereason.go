@@ -1,5 +1,7 @@
 package proxy
 
+import "sync/atomic"
+
 // Close reasons are a public interface (users alert on them): the codes of
 // specs/close-reasons.md, kept exactly. reasonTable gives each its default
 // initiator and kind; the classifier refines the kind from the error seen.
@@ -21,6 +23,9 @@ const (
 	reasonDSShutdown           = "ds_shutdown"
 	reasonDSNetworkTimeout     = "ds_network_timeout"
 	reasonDSTLSHandshakeFailed = "ds_tls_handshake_failed"
+	// reasonDSTunnelClosed ends an Upgrade tunnel (WebSocket); added to the
+	// spec's set as us_tunnel_closed is, for the client's side.
+	reasonDSTunnelClosed = "ds_tunnel_closed"
 
 	// Upstream (tollgate ↔ backend).
 	reasonConnectRefused     = "us_connect_refused"
@@ -82,6 +87,7 @@ var reasonTable = map[string]reasonDefaults{
 	reasonDSShutdown:           {byProxy, kindFIN},
 	reasonDSNetworkTimeout:     {byNetwork, kindTimeout},
 	reasonDSTLSHandshakeFailed: {byPeer, kindError},
+	reasonDSTunnelClosed:       {byPeer, kindFIN},
 
 	reasonConnectRefused:     {byPeer, kindRefused},
 	reasonConnectTimeout:     {byNetwork, kindTimeout},
@@ -108,11 +114,15 @@ var reasonTable = map[string]reasonDefaults{
 
 // connHooks receives connection life events. The zero value ignores them.
 type connHooks struct {
-	onUpstreamClose func(c *upstreamConn, reason string)
+	ids             atomic.Uint64
+	onUpstreamClose func(c *upstreamConn, rec *closeRecord)
 }
 
-func (h *connHooks) upstreamClosed(c *upstreamConn, reason string) {
-	if h != nil && h.onUpstreamClose != nil {
-		h.onUpstreamClose(c, reason)
+// nextID numbers upstream connections.
+func (h *connHooks) nextID() uint64 { return h.ids.Add(1) }
+
+func (h *connHooks) upstreamClosed(c *upstreamConn, rec *closeRecord) {
+	if h.onUpstreamClose != nil {
+		h.onUpstreamClose(c, rec)
 	}
 }

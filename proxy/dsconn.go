@@ -27,34 +27,16 @@ var phaseNames = [...]string{"idle", "request_headers", "request_body", "connect
 
 func phaseName(p int32) string { return phaseNames[p] }
 
-// trackedListener wraps every accepted connection in a dsConn, so that each
-// downstream connection ends with one close record.
-type trackedListener struct {
-	net.Listener
-	s *Server
-}
-
-func (l *trackedListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return c, nil
-	}
-	return l.s.newDSConn(tc), nil
-}
-
-// dsConn is one downstream (edge ↔ tollgate) connection. It sees every read
-// and write error, counts bytes, follows the phase the handler reports, and
-// on Close classifies why the connection ended and emits the record.
+// dsConn is one downstream (edge ↔ tollgate) connection. It counts bytes,
+// remembers the last read and write error (for the record's errno), follows
+// the phase the session reports, and closes exactly once with the reason
+// the session decided, emitting the close record.
 //
-// net/http reads from a second goroutine while a handler writes, so the
-// counters are atomic and the error notes sit behind a mutex touched only
-// when something fails.
+// A session's goroutine drives it; a tunnel adds a second one, and
+// Shutdown may close it from a third, so the shared fields are atomic or
+// behind mu.
 type dsConn struct {
-	tc      *net.TCPConn // not embedded: its ReadFrom would bypass Write
+	tc      *net.TCPConn
 	s       *Server
 	id      uint64
 	created time.Time
@@ -62,26 +44,14 @@ type dsConn struct {
 	bytesIn  atomic.Int64
 	bytesOut atomic.Int64
 	phase    atomic.Int32
-	// wroteEarly is set when bytes are written while a request head is
-	// still arriving: only net/http's own 4xx/5xx answers do that.
-	wroteEarly atomic.Bool
+	idle     atomic.Bool // waiting between requests: Shutdown may close it
 
-	mu          sync.Mutex
-	readErr     error
-	readPhase   int32
-	writeErr    error
-	writePhase  int32
-	readArmed   bool   // the read deadline is a real timeout, not an interrupt
-	mark        string // a reason the handler decided
-	markBy      string // initiator for the mark, when not the default
-	cause       string // cause_conn_id for the mark
-	requests    int
-	requestID   string
-	idleSince   time.Time
-	reqStart    time.Time
-	closeAsked  bool // the client sent "Connection: close"
-	closeOnce   sync.Once
-	tunnelFirst string // which side of a tunnel ended first
+	mu        sync.Mutex
+	lastErr   error
+	requests  int
+	requestID string
+	idleSince time.Time
+	closed    bool
 }
 
 func (s *Server) newDSConn(tc *net.TCPConn) *dsConn {
@@ -89,91 +59,53 @@ func (s *Server) newDSConn(tc *net.TCPConn) *dsConn {
 	return &dsConn{tc: tc, s: s, id: s.connIDs.Add(1), created: now, idleSince: now}
 }
 
-func (c *dsConn) LocalAddr() net.Addr                { return c.tc.LocalAddr() }
-func (c *dsConn) RemoteAddr() net.Addr               { return c.tc.RemoteAddr() }
-func (c *dsConn) SetWriteDeadline(t time.Time) error { return c.tc.SetWriteDeadline(t) }
-
-// CloseWrite half-closes the connection (tunnels pass on an end of stream).
-func (c *dsConn) CloseWrite() error { return c.tc.CloseWrite() }
-
-// SyscallConn gives the raw socket, for TCP_INFO.
-func (c *dsConn) SyscallConn() (syscall.RawConn, error) { return c.tc.SyscallConn() }
-
 // connID is the record's conn_id: "d" for downstream, "u" for upstream.
 func (c *dsConn) connID() string { return "d" + strconv.FormatUint(c.id, 10) }
 
 func (c *dsConn) Read(p []byte) (int, error) {
 	n, err := c.tc.Read(p)
-	if n > 0 {
-		c.bytesIn.Add(int64(n))
-		c.phase.CompareAndSwap(phaseIdle, phaseRequestHeaders)
-	}
+	c.bytesIn.Add(int64(n))
 	if err != nil {
-		c.noteRead(err)
+		c.noteErr(err)
 	}
 	return n, err
 }
 
 func (c *dsConn) Write(p []byte) (int, error) {
-	if c.phase.Load() == phaseRequestHeaders {
-		c.wroteEarly.Store(true)
-	}
 	n, err := c.tc.Write(p)
 	c.bytesOut.Add(int64(n))
 	if err != nil {
-		c.mu.Lock()
-		c.writeErr, c.writePhase = err, c.phase.Load()
-		c.mu.Unlock()
+		c.noteErr(err)
 	}
 	return n, err
 }
 
-func (c *dsConn) noteRead(err error) {
+func (c *dsConn) noteErr(err error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	// net/http interrupts its background read with a past deadline when a
-	// handler finishes; that is not how the connection ends.
-	if isTimeout(err) && !c.readArmed {
-		return
-	}
-	c.readErr, c.readPhase = err, c.phase.Load()
-}
-
-// SetReadDeadline notes whether a deadline is a timeout (in the future,
-// tollgate's configured limits) or an interrupt (in the past, net/http's
-// own way to stop a read): only the first kind names a close.
-func (c *dsConn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.readArmed = !t.IsZero() && t.After(interruptBefore)
+	c.lastErr = err
 	c.mu.Unlock()
-	return c.tc.SetReadDeadline(t)
 }
 
-func (c *dsConn) SetDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.readArmed = !t.IsZero() && t.After(interruptBefore)
-	c.mu.Unlock()
-	return c.tc.SetDeadline(t)
-}
+func (c *dsConn) LocalAddr() net.Addr                { return c.tc.LocalAddr() }
+func (c *dsConn) RemoteAddr() net.Addr               { return c.tc.RemoteAddr() }
+func (c *dsConn) SetDeadline(t time.Time) error      { return c.tc.SetDeadline(t) }
+func (c *dsConn) SetReadDeadline(t time.Time) error  { return c.tc.SetReadDeadline(t) }
+func (c *dsConn) SetWriteDeadline(t time.Time) error { return c.tc.SetWriteDeadline(t) }
 
-// interruptBefore separates interrupts (deadlines set in the past, such as
-// net/http's aLongTimeAgo) from timeouts without reading the clock.
-var interruptBefore = time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+// CloseWrite half-closes the connection (tunnels pass on an end of stream).
+func (c *dsConn) CloseWrite() error { return c.tc.CloseWrite() }
 
-// setPhase records where the current request is.
 func (c *dsConn) setPhase(p int32) { c.phase.Store(p) }
 
-// startRequest is called by the handler for each request on the connection.
-func (c *dsConn) startRequest(requestID string, now time.Time, closeAsked bool) {
+// startRequest notes a request's id for the record.
+func (c *dsConn) startRequest(requestID string) {
 	c.mu.Lock()
 	c.requests++
 	c.requestID = requestID
-	c.reqStart = now
-	c.closeAsked = closeAsked
 	c.mu.Unlock()
 }
 
-// endRequest is called when the handler returns.
+// endRequest notes that the connection went idle.
 func (c *dsConn) endRequest(now time.Time) {
 	c.mu.Lock()
 	c.idleSince = now
@@ -181,138 +113,92 @@ func (c *dsConn) endRequest(now time.Time) {
 	c.phase.Store(phaseIdle)
 }
 
-// markClose records the reason a request decided for the connection's end
-// (an upstream abort, a limit); cause is the conn_id on the other side.
-func (c *dsConn) markClose(reason, initiator, cause string) {
-	c.mu.Lock()
-	if c.mark == "" {
-		c.mark, c.markBy, c.cause = reason, initiator, cause
-	}
-	c.mu.Unlock()
-}
-
-// Close classifies the end of the connection, reads TCP_INFO while the
-// socket still exists, closes it and emits the record. Only the first call
-// does anything.
+// Close closes without a reason of the session's: only Shutdown's forced
+// close and error paths get here.
 func (c *dsConn) Close() error {
-	err := net.ErrClosed
-	c.closeOnce.Do(func() {
-		rec := c.record()
-		rec.TCP = readTCPInfo(c.tc)
-		refineKind(rec)
-		err = c.tc.Close()
-		c.s.closes.add(rec)
-	})
-	return err
+	c.closeWith(reasonDSShutdown, "", "")
+	return nil
 }
 
-func (c *dsConn) record() *closeRecord {
-	now := time.Now()
+// closeWith closes the connection for reason (initiator "" means the
+// reason's default) and emits its record; cause is the conn_id on the other
+// side that caused it. Only the first call counts.
+func (c *dsConn) closeWith(reason, initiator, cause string) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	reason, initiator, phase, cause := c.classify()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	rec := c.record(reason, initiator, cause)
+	c.mu.Unlock()
+	rec.TCP = readTCPInfo(c.tc)
+	refineKind(rec)
+	c.tc.Close()
+	c.s.closes.add(rec)
+}
+
+// record builds the close record. Called with c.mu held.
+func (c *dsConn) record(reason, initiator, cause string) *closeRecord {
+	now := time.Now()
+	def := reasonTable[reason]
+	if initiator == "" {
+		initiator = def.initiator
+	}
+	phase := c.phase.Load()
 	rec := &closeRecord{
 		Time:        now,
 		ConnID:      c.connID(),
 		Side:        "downstream",
 		Reason:      reason,
 		Initiator:   initiator,
-		Kind:        reasonTable[reason].kind,
+		Kind:        def.kind,
 		Phase:       phaseName(phase),
 		Requests:    c.requests,
 		AgeMs:       now.Sub(c.created).Milliseconds(),
-		IdleMs:      now.Sub(c.idleSince).Milliseconds(),
 		BytesIn:     c.bytesIn.Load(),
 		BytesOut:    c.bytesOut.Load(),
 		RequestID:   c.requestID,
 		CauseConnID: cause,
-		Peer:        c.RemoteAddr().String(),
-		Local:       c.LocalAddr().String(),
+		Peer:        c.tc.RemoteAddr().String(),
+		Local:       c.tc.LocalAddr().String(),
 	}
-	if phase != phaseIdle && phase != phaseTunnel {
-		rec.IdleMs = 0
+	if phase == phaseIdle {
+		rec.IdleMs = now.Sub(c.idleSince).Milliseconds()
 	}
-	if e := c.lastErr(); e != nil {
-		rec.Error = e.Error()
-		rec.Errno = errnoName(e)
-	}
-	if reason == reasonDSAbortBeforeResp && edgeTimeoutSuspected(now.Sub(c.reqStart)) {
-		rec.EdgeTimeoutSuspected = true
+	if c.lastErr != nil {
+		rec.Error = c.lastErr.Error()
+		rec.Errno = errnoName(c.lastErr)
 	}
 	return rec
 }
 
-func (c *dsConn) lastErr() error {
-	if c.writeErr != nil {
-		return c.writeErr
-	}
-	return c.readErr
+// peerGone reports whether the client has closed or reset the connection,
+// without blocking: a non-blocking MSG_PEEK sees EOF or an error. Bytes
+// waiting (a pipelined request) mean it is still there.
+func (c *dsConn) peerGone() bool {
+	return !socketOpen(c.tc)
 }
 
-// classify maps what the connection saw to one reason. Called with c.mu held.
-// The order matters: a decision the handler made explains more than the
-// error it caused; a write error explains more than the read that follows.
-func (c *dsConn) classify() (reason, initiator string, phase int32, cause string) {
-	phase = c.phase.Load()
-	defaultBy := func(r string) string { return reasonTable[r].initiator }
-	switch {
-	case c.mark != "":
-		by := c.markBy
-		if by == "" {
-			by = defaultBy(c.mark)
-		}
-		return c.mark, by, phase, c.cause
-	case c.s.shuttingDown.Load():
-		return reasonDSShutdown, byProxy, phase, ""
-	case c.wroteEarly.Load():
-		return reasonDSBadRequest, byProxy, phaseRequestHeaders, ""
-	case c.writeErr != nil:
-		r := reasonDSAbortResponse
+// socketOpen peeks at a socket without blocking or consuming: false when the
+// peer sent FIN or RST.
+func socketOpen(sc syscall.Conn) bool {
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	open := true
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		switch {
-		case errors.Is(c.writeErr, syscall.ETIMEDOUT):
-			r = reasonDSNetworkTimeout
-		case isTimeout(c.writeErr):
-			r = reasonDSWriteTimeout
+		case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EINTR):
+		case err != nil, n == 0:
+			open = false
 		}
-		return r, defaultBy(r), c.writePhase, ""
-	case c.readErr != nil:
-		r := readReason(c.readErr, c.readPhase)
-		return r, defaultBy(r), c.readPhase, ""
-	case c.closeAsked:
-		// The client asked with "Connection: close": a keep-alive end the
-		// peer chose, as us_keepalive_limit is for a backend.
-		return reasonDSKeepaliveLimit, byPeer, phaseIdle, ""
-	default:
-		return reasonDSKeepaliveLimit, byProxy, phase, ""
-	}
-}
-
-// readReason names a downstream read failure by the phase it happened in.
-func readReason(err error, phase int32) string {
-	reset := errors.Is(err, syscall.ECONNRESET)
-	switch {
-	case errors.Is(err, syscall.ETIMEDOUT):
-		return reasonDSNetworkTimeout
-	case isTimeout(err):
-		switch phase {
-		case phaseIdle:
-			return reasonDSIdleTimeout
-		case phaseRequestBody:
-			return reasonDSBodyTimeout
-		default:
-			return reasonDSHeaderTimeout
-		}
-	case phase == phaseIdle && reset:
-		return reasonDSIdleResetByPeer
-	case phase == phaseIdle:
-		return reasonDSIdleClosedByPeer
-	case phase == phaseRequestBody:
-		return reasonDSAbortRequestBody
-	case phase == phaseResponseBody:
-		return reasonDSAbortResponse
-	default:
-		return reasonDSAbortBeforeResp
-	}
+		return true
+	})
+	return err == nil && open
 }
 
 // refineKind sets fin or rst from what was actually seen: the errno, or the
@@ -323,6 +209,8 @@ func refineKind(rec *closeRecord) {
 	}
 	switch {
 	case rec.Errno == "ECONNRESET" || rec.Errno == "EPIPE":
+		rec.Kind = kindRST
+	case rec.TCP != nil && rec.TCP.State == "CLOSE":
 		rec.Kind = kindRST
 	case rec.Errno == "EOF" || (rec.TCP != nil && rec.TCP.State == "CLOSE_WAIT"):
 		if rec.Kind == kindRST {
@@ -344,7 +232,7 @@ func errnoName(err error) string {
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "EOF"
 	case isTimeout(err):
-		return "ETIMEDOUT_DEADLINE"
+		return "deadline"
 	}
 	return ""
 }
@@ -357,6 +245,44 @@ var errnoNames = map[syscall.Errno]string{
 	syscall.EHOSTUNREACH: "EHOSTUNREACH",
 	syscall.ENETUNREACH:  "ENETUNREACH",
 	syscall.ECONNABORTED: "ECONNABORTED",
+}
+
+// readFailure names a downstream read error by the phase it happened in.
+func readFailure(err error, phase int32, firstRequest bool) string {
+	reset := errors.Is(err, syscall.ECONNRESET)
+	switch {
+	case errors.Is(err, syscall.ETIMEDOUT):
+		return reasonDSNetworkTimeout
+	case isTimeout(err):
+		switch {
+		case phase == phaseIdle && !firstRequest:
+			return reasonDSIdleTimeout
+		case phase == phaseRequestBody:
+			return reasonDSBodyTimeout
+		default:
+			return reasonDSHeaderTimeout
+		}
+	case phase == phaseIdle && reset:
+		return reasonDSIdleResetByPeer
+	case phase == phaseIdle:
+		return reasonDSIdleClosedByPeer
+	case phase == phaseRequestBody:
+		return reasonDSAbortRequestBody
+	default:
+		return reasonDSAbortBeforeResp
+	}
+}
+
+// writeFailure names a downstream write error.
+func writeFailure(err error) string {
+	switch {
+	case errors.Is(err, syscall.ETIMEDOUT):
+		return reasonDSNetworkTimeout
+	case isTimeout(err):
+		return reasonDSWriteTimeout
+	default:
+		return reasonDSAbortResponse
+	}
 }
 
 // edgeTimeoutSuspected reports whether a client abort came when Nginx's

@@ -3,10 +3,9 @@ package proxy
 import (
 	"errors"
 	"io"
-	"net"
-	"net/http"
-	"strings"
 	"time"
+
+	"github.com/tollgate-proxy/tollgate/proxy/h1"
 )
 
 // expectContinueWait is how long tollgate waits for a backend's
@@ -14,39 +13,46 @@ import (
 // client stop waiting; Go's Transport waits 1s too).
 const expectContinueWait = time.Second
 
+// maxResponseHead bounds a backend's response head (Nginx's
+// proxy_buffer_size is 4k-8k; tollgate is more lenient).
+const maxResponseHead = 64 << 10
+
 // exchange is one request/response round trip on an upstream connection.
 type exchange struct {
 	c          *upstreamConn
-	r          *http.Request
-	body       io.Reader // r's body under client_body_timeout
+	req        *h1.Request
+	body       io.Reader  // the client's request body
+	trailer    *h1.Header // its trailer fields, complete once body hit EOF
 	fwd        *forwarding
 	upgrade    string
 	buf        []byte
 	sentBytes  bool // some of the request reached the kernel: not replayable
 	bodyUnsent bool // the backend answered before the body was sent
+	// early receives 103 Early Hints heads to pass on.
+	early func(resp *h1.Response)
 }
 
-// roundTrip sends the request and reads the response head. The response body
-// is left on c.br for the caller to stream.
-func (x *exchange) roundTrip() (*http.Response, error) {
-	c, r := x.c, x.r
-	writeRequestHead(c.bw, r, x.fwd, x.upgrade)
-	hasBody := r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody
-	if hasBody && expectsContinue(r) {
+// roundTrip sends the request and reads the final response head into
+// x.c.resp. The response body is left on c.br for the caller to stream.
+func (x *exchange) roundTrip() error {
+	c, req := x.c, x.req
+	writeRequestHead(c.bw, req, x.fwd, x.upgrade)
+	if req.HasBody() && req.ExpectContinue {
 		return x.roundTripExpectContinue()
 	}
-	if hasBody {
+	if req.HasBody() {
 		// The head goes out first so the backend can start on it while the
 		// body streams.
 		if err := x.flush(); err != nil {
-			return nil, err
+			return err
 		}
-		if err := writeBody(c.bw, r, x.body, x.buf); err != nil {
-			return nil, err
+		c.phase = phaseRequestBody
+		if err := writeBody(c.bw, req, x.body, x.trailer, x.buf); err != nil {
+			return err
 		}
 	}
 	if err := x.flush(); err != nil {
-		return nil, err
+		return err
 	}
 	return x.readResponse()
 }
@@ -54,36 +60,37 @@ func (x *exchange) roundTrip() (*http.Response, error) {
 // roundTripExpectContinue forwards "Expect: 100-continue" and reads the
 // client's body only once the backend asked for it: a backend that answers
 // 401 or 413 straight away spares the client sending a body nobody reads.
-// net/http sends the client its own "100 Continue" on the first body read.
-func (x *exchange) roundTripExpectContinue() (*http.Response, error) {
+// The client gets its own "100 Continue" on the first body read.
+func (x *exchange) roundTripExpectContinue() error {
 	c := x.c
 	if err := x.flush(); err != nil {
-		return nil, err
+		return err
 	}
-	c.raw.SetReadDeadline(time.Now().Add(expectContinueWait))
+	c.phase = phaseResponseHeaders
+	c.readBy = time.Now().Add(expectContinueWait)
 	_, err := c.br.Peek(1)
-	var ne net.Error
 	switch {
 	case err == nil:
-		resp, err := x.readHead()
-		if err != nil {
-			return nil, err
+		if err := x.readHead(); err != nil {
+			return err
 		}
-		if resp.StatusCode != http.StatusContinue {
+		if c.resp.Status != 100 {
 			x.bodyUnsent = true
-			return resp, nil
+			return nil
 		}
-	case errors.As(err, &ne) && ne.Timeout() && !c.cancelled.Load():
+	case isTimeout(err) && !c.cancelled.Load():
 		// The backend stays silent: send the body anyway.
 		c.deadlineFired = false
+		c.lastErr = nil
 	default:
-		return nil, err
+		return err
 	}
-	if err := writeBody(c.bw, x.r, x.body, x.buf); err != nil {
-		return nil, err
+	c.phase = phaseRequestBody
+	if err := writeBody(c.bw, x.req, x.body, x.trailer, x.buf); err != nil {
+		return err
 	}
 	if err := x.flush(); err != nil {
-		return nil, err
+		return err
 	}
 	return x.readResponse()
 }
@@ -95,26 +102,30 @@ func (x *exchange) flush() error {
 	return x.c.bw.Flush()
 }
 
-// readResponse reads response heads until a final one, skipping
-// informational responses other than 101 Switching Protocols.
-func (x *exchange) readResponse() (*http.Response, error) {
+// readResponse reads response heads until a final one (or 101 Switching
+// Protocols), passing 103 Early Hints on and skipping other 1xx.
+func (x *exchange) readResponse() error {
+	x.c.phase = phaseResponseHeaders
 	for {
-		resp, err := x.readHead()
-		if err != nil {
-			return nil, err
+		if err := x.readHead(); err != nil {
+			return err
 		}
-		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
-			return resp, nil
+		s := x.c.resp.Status
+		if s >= 200 || s == 101 {
+			return nil
+		}
+		if s == 103 && x.early != nil {
+			x.early(&x.c.resp)
 		}
 	}
 }
 
-func (x *exchange) readHead() (*http.Response, error) {
-	resp, err := http.ReadResponse(x.c.br, x.r)
+func (x *exchange) readHead() error {
+	err := h1.ReadResponse(x.c.br, maxResponseHead, x.req.Method, &x.c.resp)
 	if err != nil {
-		return nil, &responseError{err: err, started: x.c.exchangeIn > 0}
+		return &responseError{err: err, started: x.c.exchangeIn > 0}
 	}
-	return resp, nil
+	return nil
 }
 
 // responseError is a failure to read a response head. started says whether
@@ -128,12 +139,9 @@ type responseError struct {
 func (e *responseError) Error() string { return "read response: " + e.err.Error() }
 func (e *responseError) Unwrap() error { return e.err }
 
-// expectsContinue reports whether the client sent "Expect: 100-continue".
-func expectsContinue(r *http.Request) bool {
-	for _, v := range r.Header["Expect"] {
-		if strings.EqualFold(strings.TrimSpace(v), "100-continue") {
-			return true
-		}
-	}
-	return false
+// isProtocolError reports whether err is a malformed message rather than a
+// connection failure.
+func isProtocolError(err error) bool {
+	var he *h1.Error
+	return errors.As(err, &he) || errors.Is(err, h1.ErrBadChunk)
 }

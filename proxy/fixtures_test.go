@@ -237,3 +237,17 @@ func get(t testing.TB, url string) (int, string) {
 	}
 	return resp.StatusCode, string(b)
 }
+
+// settle waits until no request is being handled, so every finished
+// request's access log line is written: tollgate logs after the response
+// went out, as Nginx does.
+func (p *testProxy) settle(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Server.inFlight.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests still in flight after 5s", p.Server.inFlight.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -1,12 +1,12 @@
 package proxy
 
 import (
-	"context"
-	"io"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/tollgate-proxy/tollgate/proxy/h1"
 )
 
 // requestState carries one request through the pipeline: what was tried,
@@ -14,14 +14,16 @@ import (
 type requestState struct {
 	start     time.Time
 	route     *route
+	path      string
 	fwd       forwarding
-	status    int   // status sent to (or logged for) the client
-	bytesOut  int64 // response body bytes written to the client
+	status    int // status sent to (or logged for) the client
 	attempts  []attempt
 	attemptsA [4]attempt
-	dsReason  string    // close reason when this request ended the downstream conn
-	freeRetry bool      // the one keep-alive-race retry was used
-	body      io.Reader // request body to forward, under client_body_timeout
+	dsReason  string // close reason when this request ended the downstream conn
+	dsBy      string // its initiator, when not the reason's default
+	dsCause   string // cause_conn_id for dsReason
+	keep      bool   // the connection may serve another request
+	freeRetry bool   // the one keep-alive-race retry was used
 	buf       []byte
 }
 
@@ -53,38 +55,52 @@ func putState(st *requestState) {
 	statePool.Put(st)
 }
 
-// ServeHTTP admits, routes and proxies one request, then logs it. It reads
-// top to bottom; each step lives in its own file.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rt := s.rt.Load()
+// handle runs the pipeline for the request just read: route, forward,
+// stream, log. It returns whether the connection may serve another request,
+// or the reason it must close (with initiator and cause).
+func (ss *session) handle(rt *runtime) (keep bool, reason, initiator, cause string) {
+	s := ss.s
+	req := &ss.req
 	st := getState(time.Now())
 	defer putState(st)
-	dc := downstreamFrom(r.Context())
-	dc.requests++
-
 	s.metrics.inFlight.Inc()
-	defer s.metrics.inFlight.Dec()
+	s.inFlight.Add(1)
+	defer func() { s.metrics.inFlight.Dec(); s.inFlight.Add(-1) }()
 
-	rt.fillForwarding(&st.fwd, r, dc, &s.ids)
-	w.Header()["X-Request-Id"] = []string{st.fwd.requestID}
-
-	st.route = rt.routes.match(r.Host, r.URL.Path)
-	if st.route == nil {
-		s.respondError(w, st, http.StatusNotFound, "", "no route")
-	} else {
-		if rt.keepaliveReqs > 0 && dc.requests >= rt.keepaliveReqs {
-			w.Header()["Connection"] = []string{"close"}
-			st.dsReason = "ds_keepalive_limit"
-		}
-		st.body = withBodyTimeout(w, r, rt.bodyTimeout)
-		s.forward(w, r, rt, st)
+	rt.fillForwarding(&st.fwd, req, ss, &s.ids)
+	ss.conn.startRequest(st.fwd.requestID)
+	st.keep = req.KeepAlive && !req.MustClose && rt.keepaliveTimeout > 0
+	if rt.keepaliveReqs > 0 && ss.served >= rt.keepaliveReqs {
+		st.keep = false
 	}
-	s.observe(r, st)
+	ss.rw.reset(ss.bw, ss.conn, rt.writeTimeout, req.Method == http.MethodHead, req.Minor, st.keep)
+
+	st.path = req.Path()
+	st.route = rt.routes.match(req.Host, st.path)
+	if st.route == nil {
+		ss.respondError(st, http.StatusNotFound, "", "no route")
+	} else {
+		ss.forward(rt, st)
+	}
+	s.observe(ss, st)
+	switch {
+	case st.dsReason != "":
+		return false, st.dsReason, st.dsBy, st.dsCause
+	case ss.rw.err != nil:
+		return false, writeFailure(ss.rw.err), "", ""
+	case ss.rw.closeConn && !req.KeepAlive:
+		// The client asked to close: a keep-alive end the peer chose, as
+		// us_keepalive_limit is for a backend's "Connection: close".
+		return false, reasonDSKeepaliveLimit, byPeer, ""
+	case ss.rw.closeConn:
+		return false, reasonDSKeepaliveLimit, "", ""
+	}
+	return true, "", "", ""
 }
 
 // forward tries the route's upstream servers until one answers or no further
 // try is allowed, and streams the answer to the client.
-func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *runtime, st *requestState) {
+func (ss *session) forward(rt *runtime, st *requestState) {
 	bal := st.route.upstream.bal
 	var triedA [8]*peer
 	tried := triedA[:0]
@@ -95,13 +111,13 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *runtime, st
 		p := bal.pick(now, tried)
 		if p == nil {
 			if last == nil {
-				s.respondError(w, st, http.StatusBadGateway, "destination_unavailable", "no live upstreams")
+				ss.respondError(st, http.StatusBadGateway, "destination_unavailable", "no live upstreams")
 				return
 			}
-			s.respondFailure(w, st, last)
+			ss.respondFailure(st, last)
 			return
 		}
-		f, retry := s.try(w, r, rt, st, p, now)
+		f, retry := ss.try(rt, st, p, now)
 		if f == nil {
 			return // answered
 		}
@@ -116,7 +132,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *runtime, st
 		case retry == retryNext && len(tried) < maxTries-1 && len(tried) < len(triedA)-1:
 			tried = append(tried, p)
 		default:
-			s.respondFailure(w, st, f)
+			ss.respondFailure(st, f)
 			return
 		}
 	}
@@ -131,89 +147,41 @@ const (
 	retryFree           // a keep-alive race: again, without using a try
 )
 
-// try runs one attempt on server p. It returns nil once the client has its
-// answer, else the failure and whether another attempt is allowed.
-func (s *Server) try(w http.ResponseWriter, r *http.Request, rt *runtime, st *requestState, p *peer, now time.Time) (*failure, retryKind) {
-	bal := st.route.upstream.bal
-	c, err := p.pool.get(r.Context(), now, rt.connectTimeout)
-	if err != nil {
-		f := classifyAttempt(err, nil)
-		bal.done(p, time.Now(), f.serverFault)
-		st.attempts = append(st.attempts, attempt{addr: p.addr, reason: f.reason, duration: time.Since(now)})
-		s.metrics.upstreamClose(f.reason)
-		// Nothing was sent: any request may go to the next server.
-		return &f, retryNext
-	}
-	c.startExchange(rt.readTimeout, rt.sendTimeout)
-	stop := context.AfterFunc(r.Context(), c.cancel)
-	upgrade, _ := isUpgrade(r.Header)
-	x := exchange{c: c, r: r, body: st.body, fwd: &st.fwd, upgrade: upgrade, buf: st.buf}
-	resp, err := x.roundTrip()
-	if err != nil {
-		stop()
-		f := classifyAttempt(err, c)
-		c.close(f.reason)
-		race := f.reason == reasonReusedConnClosed
-		bal.done(p, time.Now(), f.serverFault && !race)
-		st.attempts = append(st.attempts, attempt{addr: p.addr, reason: f.reason, duration: time.Since(now)})
-		return &f, retryAfter(r, &x, race, st)
-	}
-	st.attempts = append(st.attempts, attempt{addr: p.addr, status: resp.StatusCode, duration: time.Since(now)})
-	if resp.StatusCode == http.StatusSwitchingProtocols && upgrade != "" {
-		stop()
-		bal.done(p, time.Now(), false)
-		s.tunnel(w, st, resp, c)
-		return nil, retryNone
-	}
-	clean := s.writeResponse(w, r, rt, st, resp, c)
-	stop()
-	bal.done(p, time.Now(), false)
-	switch {
-	case !clean:
-	case resp.Close || x.bodyUnsent:
-		c.close(reasonKeepaliveLimit)
-	default:
-		p.pool.put(c, time.Now())
-	}
-	return nil, retryNone
-}
-
-// retryAfter decides whether a request that failed before any response byte
-// reached the client may be tried again, under Nginx's default
-// proxy_next_upstream "error timeout": only a request whose body can be sent
-// again (none, or not read yet) goes to the next server.
-func retryAfter(r *http.Request, x *exchange, race bool, st *requestState) retryKind {
-	replayable := r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody
-	if !replayable || (x.sentBytes && nonIdempotent(r.Method)) {
-		return retryNone
-	}
-	if race && !st.freeRetry {
-		st.freeRetry = true
-		return retryFree
-	}
-	return retryNext
-}
-
 // respondFailure answers the client for a failed attempt: the status and an
 // RFC 9209 Proxy-Status naming the reason, never a reset.
-func (s *Server) respondFailure(w http.ResponseWriter, st *requestState, f *failure) {
-	s.respondError(w, st, f.status, f.proxyStatus, f.reason)
+func (ss *session) respondFailure(st *requestState, f *failure) {
+	ss.respondError(st, f.status, f.proxyStatus, f.reason)
 }
 
 // respondError writes a small error response of tollgate's own.
-func (s *Server) respondError(w http.ResponseWriter, st *requestState, status int, proxyErr, details string) {
+func (ss *session) respondError(st *requestState, status int, proxyErr, details string) {
 	st.status = status
-	h := w.Header()
-	if proxyErr != "" {
-		h["Proxy-Status"] = []string{"tollgate; error=" + proxyErr + "; details=" + strconv.Quote(details)}
+	if ss.rw.wroteHead {
+		return
 	}
-	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
-	h["Cache-Control"] = []string{"no-store"}
-	body := http.StatusText(status) + "\n"
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	w.WriteHeader(status)
-	n, _ := w.Write([]byte(body))
-	st.bytesOut += int64(n)
+	extra := [...]h1.Field{
+		{Name: "Content-Type", Value: "text/plain; charset=utf-8"},
+		{Name: "Cache-Control", Value: "no-store"},
+		{Name: st.fwd.requestIDName, Value: st.fwd.requestID},
+		{Name: "Proxy-Status", Value: "tollgate; error=" + proxyErr + "; details=" + strconv.Quote(details)},
+	}
+	fields := extra[:]
+	if proxyErr == "" {
+		fields = extra[:3]
+	}
+	body := statusText(status) + "\n"
+	ss.rw.writeHead(&headSpec{status: status, reason: statusText(status),
+		contentLength: int64(len(body)), extra: fields})
+	ss.rw.Write([]byte(body))
+	ss.rw.finish(nil)
+}
+
+// statusText is the reason phrase for a status tollgate sends itself.
+func statusText(status int) string {
+	if t := http.StatusText(status); t != "" {
+		return t
+	}
+	return "Status " + strconv.Itoa(status)
 }
 
 // nonIdempotent reports whether Nginx refuses to resend a method once it was

@@ -178,7 +178,7 @@ func TestReloadDrainsRemovedServer(t *testing.T) {
 	getN(t, p.URL+"/", 1, "a")
 	p.Reload(testConfig(t, upstreamYAML(b.Addr)))
 	awaitSignal(t, closed, "the removed server's idle connection to close")
-	if v := promValue(t, scrape(t, p), "tollgate_upstream_closes_total", "reason", reasonServerDrained); v != 1 {
+	if v := promValue(t, scrape(t, p), "tollgate_connection_closes_total", "side", "upstream", "reason", reasonServerDrained); v != 1 {
 		t.Errorf("closes{%s} = %v, want 1", reasonServerDrained, v)
 	}
 	getN(t, p.URL+"/", 1, "b")

@@ -15,7 +15,7 @@ type metrics struct {
 	requests *prometheus.CounterVec   // route, upstream, code
 	duration *prometheus.HistogramVec // route
 	inFlight prometheus.Gauge
-	closes   *prometheus.CounterVec // side, reason
+	closes   *prometheus.CounterVec // side, reason, initiator
 	reloads  *prometheus.CounterVec // result
 }
 
@@ -37,9 +37,9 @@ func newMetrics(s *Server) *metrics {
 			Help: "Requests being served.",
 		}),
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tollgate_upstream_closes_total",
-			Help: "Upstream connections closed or failed, by close reason.",
-		}, []string{"reason"}),
+			Name: "tollgate_connection_closes_total",
+			Help: "Connections closed (or failed to open), by side, close reason and initiator.",
+		}, []string{"side", "reason", "initiator"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_config_reloads_total",
 			Help: "Configuration reloads, by result (ok, error).",
@@ -51,11 +51,13 @@ func newMetrics(s *Server) *metrics {
 	return m
 }
 
-func (m *metrics) upstreamClose(reason string) { m.closes.WithLabelValues(reason).Inc() }
+func (m *metrics) connectionClosed(rec *closeRecord) {
+	m.closes.WithLabelValues(rec.Side, rec.Reason, rec.Initiator).Inc()
+}
 
-// statusText holds status codes as label values, so counting a request
+// codeLabels holds status codes as label values, so counting a request
 // does not format a number.
-var statusText = func() (t [600]string) {
+var codeLabels = func() (t [600]string) {
 	for i := range t {
 		t[i] = strconv.Itoa(i)
 	}
@@ -63,8 +65,8 @@ var statusText = func() (t [600]string) {
 }()
 
 func codeLabel(status int) string {
-	if status >= 0 && status < len(statusText) {
-		return statusText[status]
+	if status >= 0 && status < len(codeLabels) {
+		return codeLabels[status]
 	}
 	return strconv.Itoa(status)
 }

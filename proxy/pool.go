@@ -6,7 +6,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -29,9 +28,10 @@ type poolLimits struct {
 //
 // A serverPool is safe for concurrent use.
 type serverPool struct {
-	addr   string
-	dialer net.Dialer
-	hooks  *connHooks
+	upstream string
+	addr     string
+	dialer   net.Dialer
+	hooks    *connHooks
 
 	mu      sync.Mutex
 	limits  poolLimits
@@ -42,8 +42,8 @@ type serverPool struct {
 	dials atomic.Int64 // connections ever dialed
 }
 
-func newServerPool(addr string, limits poolLimits, hooks *connHooks) *serverPool {
-	return &serverPool{addr: addr, limits: limits, hooks: hooks}
+func newServerPool(upstream, addr string, limits poolLimits, hooks *connHooks) *serverPool {
+	return &serverPool{upstream: upstream, addr: addr, limits: limits, hooks: hooks}
 }
 
 // setLimits applies a reloaded upstream's keep-alive settings.
@@ -82,7 +82,9 @@ func (p *serverPool) takeIdle(now time.Time) *upstreamConn {
 			c.close(why)
 			continue
 		}
-		if !c.peerStillOpen() {
+		// A connection idle for a moment cannot have met the backend's
+		// idle timeout; only longer-idle ones are worth a syscall to check.
+		if now.Sub(c.idleSince) >= peekAfterIdle && !socketOpen(c.raw) {
 			c.close(reasonIdleClosedByPeer)
 			continue
 		}
@@ -102,18 +104,21 @@ func (p *serverPool) dial(ctx context.Context, timeout time.Duration) (*upstream
 	if err != nil {
 		return nil, &dialError{addr: p.addr, err: err}
 	}
-	if tc, ok := raw.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
+	tc, ok := raw.(*net.TCPConn)
+	if !ok {
+		raw.Close()
+		return nil, &dialError{addr: p.addr, err: errors.New("not a TCP connection")}
 	}
 	p.open.Add(1)
 	p.dials.Add(1)
-	return newUpstreamConn(raw, p), nil
+	return newUpstreamConn(tc, p, p.hooks.nextID()), nil
 }
 
 // put returns a connection whose exchange ended cleanly. It is closed instead
 // when the pool is full, retired, or the connection has served its quota.
 func (p *serverPool) put(c *upstreamConn, now time.Time) {
 	c.idleSince = now
+	c.phase = phaseIdle
 	// Clear the exchange's deadlines: a past one would fail the liveness
 	// peek in takeIdle before it reaches the socket.
 	c.raw.SetDeadline(time.Time{})
@@ -202,36 +207,11 @@ func (c *upstreamConn) expired(now time.Time, l poolLimits) string {
 	return ""
 }
 
-// peerStillOpen reports whether the backend has not closed an idle
-// connection: a non-blocking MSG_PEEK sees EOF (FIN) or an error (RST) before
-// a request is risked on it. It costs one syscall and closes most of the
-// window for the keep-alive race.
-func (c *upstreamConn) peerStillOpen() bool {
-	sc, ok := c.raw.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	open := true
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case errors.Is(err, syscall.EAGAIN):
-		case err != nil, n == 0:
-			open = false
-		default:
-			// An idle HTTP/1.1 connection has nothing to say; unsolicited
-			// bytes mean it is out of step with us.
-			open = false
-		}
-		return true
-	})
-	return err == nil && open
-}
+// peekAfterIdle is the idle time after which a pooled connection is checked
+// for a close by the backend before reuse. Backends close idle connections
+// after a second or more (Node.js 5s, gunicorn 2s); under load connections
+// idle for microseconds, and the check would cost a syscall per request.
+const peekAfterIdle = 50 * time.Millisecond
 
 // dialError is a failure to connect to a backend server.
 type dialError struct {

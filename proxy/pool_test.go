@@ -108,6 +108,7 @@ func promValue(t testing.TB, text, name string, labels ...string) float64 {
 // logEntries parses the access log written so far.
 func logEntries(t testing.TB, p *testProxy) []map[string]any {
 	t.Helper()
+	p.settle(t)
 	var out []map[string]any
 	for line := range strings.SplitSeq(p.log.String(), "\n") {
 		if line == "" {
@@ -163,7 +164,7 @@ func TestPoolKeepaliveZero(t *testing.T) {
 	if open, idle := pool.open.Load(), pool.idleCount(); open != 0 || idle != 0 {
 		t.Errorf("keepalive 0: %d open, %d idle after the requests, want none", open, idle)
 	}
-	if v := promValue(t, scrape(t, p), "tollgate_upstream_closes_total", "reason", reasonPoolOverflow); v != 10 {
+	if v := promValue(t, scrape(t, p), "tollgate_connection_closes_total", "side", "upstream", "reason", reasonPoolOverflow); v != 10 {
 		t.Errorf("closes{%s} = %v, want 10", reasonPoolOverflow, v)
 	}
 }
@@ -175,7 +176,7 @@ func TestPoolKeepaliveRequests(t *testing.T) {
 	if n := b.conns.Load(); n != 5 {
 		t.Errorf("keepalive_requests 10: backend accepted %d connections for 50 requests, want 5", n)
 	}
-	if v := promValue(t, scrape(t, p), "tollgate_upstream_closes_total", "reason", reasonKeepaliveLimit); v != 5 {
+	if v := promValue(t, scrape(t, p), "tollgate_connection_closes_total", "side", "upstream", "reason", reasonKeepaliveLimit); v != 5 {
 		t.Errorf("closes{%s} = %v, want 5", reasonKeepaliveLimit, v)
 	}
 	if open := poolOf(p, "app", 0).open.Load(); open != 0 {
@@ -211,7 +212,7 @@ func TestPoolIdleTimeoutSweep(t *testing.T) {
 	if open := pool.open.Load(); open != 0 {
 		t.Errorf("%d open after the sweep, want 0", open)
 	}
-	if v := promValue(t, scrape(t, p), "tollgate_upstream_closes_total", "reason", reasonIdleTimeout); v != 1 {
+	if v := promValue(t, scrape(t, p), "tollgate_connection_closes_total", "side", "upstream", "reason", reasonIdleTimeout); v != 1 {
 		t.Errorf("closes{%s} = %v, want 1", reasonIdleTimeout, v)
 	}
 	getN(t, p.URL+"/x", 1, "one")
@@ -231,10 +232,10 @@ func TestPoolBackendClosesIdle(t *testing.T) {
 	getN(t, p.URL+"/second", 1, "one")
 
 	m := scrape(t, p)
-	if v := promValue(t, m, "tollgate_upstream_closes_total", "reason", reasonIdleClosedByPeer); v != 1 {
+	if v := promValue(t, m, "tollgate_connection_closes_total", "side", "upstream", "reason", reasonIdleClosedByPeer); v != 1 {
 		t.Errorf("closes{%s} = %v, want 1", reasonIdleClosedByPeer, v)
 	}
-	if v := promValue(t, m, "tollgate_upstream_closes_total", "reason", reasonReusedConnClosed); v != 0 {
+	if v := promValue(t, m, "tollgate_connection_closes_total", "side", "upstream", "reason", reasonReusedConnClosed); v != 0 {
 		t.Errorf("closes{%s} = %v, want 0: the request raced the backend's close", reasonReusedConnClosed, v)
 	}
 	for _, e := range logEntries(t, p) {

@@ -1,112 +1,91 @@
 package proxy
 
 import (
-	"errors"
 	"io"
-	"net/http"
-	"os"
-	"slices"
 	"strings"
-	"time"
+
+	"github.com/tollgate-proxy/tollgate/proxy/h1"
 )
 
-// writeDeadliner is implemented by net/http's ResponseWriter; asserting it
-// directly avoids allocating a ResponseController per request.
-type writeDeadliner interface {
-	SetWriteDeadline(time.Time) error
-}
-
-// writeResponse streams a backend's response to the client. It reports
-// whether the exchange ended cleanly, leaving the upstream connection fit for
-// reuse; otherwise it has closed the connection with its reason.
-func (s *Server) writeResponse(w http.ResponseWriter, r *http.Request, rt *runtime, st *requestState, resp *http.Response, c *upstreamConn) bool {
-	h := w.Header()
-	copyResponseHeader(h, resp.Header)
-	if len(resp.Trailer) > 0 {
-		names := make([]string, 0, len(resp.Trailer))
-		for k := range resp.Trailer {
-			names = append(names, k)
-		}
-		slices.Sort(names)
-		h["Trailer"] = []string{strings.Join(names, ", ")}
+// writeResponse streams the backend's response (head in c.resp, body on
+// c.br) to the client. It reports whether the exchange ended cleanly,
+// leaving the upstream connection fit for reuse; otherwise it has closed the
+// connection with its reason and set the downstream one's.
+func (ss *session) writeResponse(st *requestState, c *upstreamConn) bool {
+	resp := &c.resp
+	st.status = resp.Status
+	ss.rw.writeHead(&headSpec{
+		status:        resp.Status,
+		reason:        resp.Reason,
+		fields:        resp.Header,
+		filter:        true,
+		skipName:      st.fwd.requestIDName,
+		contentLength: resp.ContentLength,
+		noBody:        resp.NoBody,
+		trailer:       resp.Header.Get("Trailer"),
+		extra:         []h1.Field{{Name: st.fwd.requestIDName, Value: st.fwd.requestID}},
+	})
+	if resp.NoBody {
+		c.body.Reset(c.br, 0, false)
+	} else {
+		c.body.Reset(c.br, resp.ContentLength, resp.Chunked)
 	}
-	wd, _ := w.(writeDeadliner)
-	armWrite(wd, rt.writeTimeout)
-	st.status = resp.StatusCode
-	w.WriteHeader(resp.StatusCode)
-
+	c.phase = phaseResponseBody
+	ss.conn.setPhase(phaseResponseBody)
 	stream := resp.ContentLength < 0 || isEventStream(resp.Header)
-	fl, _ := w.(http.Flusher)
 	for {
-		n, rerr := resp.Body.Read(st.buf)
+		n, rerr := c.body.Read(st.buf)
 		if n > 0 {
-			armWrite(wd, rt.writeTimeout)
-			if _, werr := w.Write(st.buf[:n]); werr != nil {
-				c.close(reasonCancelledByDS)
-				st.attempts[len(st.attempts)-1].reason = reasonCancelledByDS
-				st.dsReason = writeFailReason(werr, rt.writeTimeout)
-				return false
+			if _, werr := ss.rw.Write(st.buf[:n]); werr != nil {
+				return ss.clientLeft(st, c, werr)
 			}
-			st.bytesOut += int64(n)
 			// Flush when the backend has nothing more buffered, so data
 			// reaches the client as the backend sends it (SSE, long
 			// polls); a whole small response still goes out in one write.
-			more := resp.ContentLength < 0 || st.bytesOut < resp.ContentLength
-			if fl != nil && more && (stream || c.br.Buffered() == 0) {
-				fl.Flush()
+			if !c.body.Done() && (stream || c.br.Buffered() == 0) {
+				if werr := ss.rw.flush(); werr != nil {
+					return ss.clientLeft(st, c, werr)
+				}
 			}
 		}
 		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
-			reason := classifyBody(rerr, c)
-			c.close(reason)
-			st.attempts[len(st.attempts)-1].reason = reason
-			if reason != reasonCancelledByDS {
-				s.abortDownstream(w, st)
+			reason := reasonClosedDuringBody
+			if isProtocolError(rerr) {
+				reason = reasonBadResponse
+			} else {
+				reason = classifyBody(rerr, c)
 			}
+			st.attempts[len(st.attempts)-1].reason = reason
+			c.close(reason)
+			ss.rw.flush()
+			st.dsReason, st.dsCause = reasonDSUpstreamAbort, c.connID()
 			return false
 		}
 	}
-	for k, vv := range resp.Trailer {
-		h[http.TrailerPrefix+k] = vv
+	if err := ss.rw.endBody(c.body.Trailer); err != nil {
+		return ss.clientLeft(st, c, err)
+	}
+	if !resp.NoBody && resp.ContentLength < 0 && !resp.Chunked {
+		// The backend's close ended the body.
+		c.close(reasonKeepaliveLimit)
+		return false
 	}
 	return true
 }
 
-// abortDownstream ends the client connection after the backend broke off a
-// response whose head was already sent: the only honest signal left is a
-// truncated message, so the connection is closed without finishing it.
-func (s *Server) abortDownstream(w http.ResponseWriter, st *requestState) {
-	st.dsReason = "ds_upstream_abort"
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		panic(http.ErrAbortHandler)
-	}
-	conn, _, err := hj.Hijack()
-	if err != nil {
-		panic(http.ErrAbortHandler)
-	}
-	conn.Close()
+// clientLeft handles a failed write to the client mid-response: the
+// upstream connection is abandoned, and its record names the client's close
+// as the cause.
+func (ss *session) clientLeft(st *requestState, c *upstreamConn, werr error) bool {
+	st.dsReason = writeFailure(werr)
+	st.attempts[len(st.attempts)-1].reason = reasonCancelledByDS
+	c.closeCaused(reasonCancelledByDS, ss.conn.connID())
+	return false
 }
 
-// writeFailReason names why a write to the client failed: tollgate's own
-// send_timeout fired, or the client went away.
-func writeFailReason(err error, timeout time.Duration) string {
-	if timeout > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-		return "ds_write_timeout"
-	}
-	return "ds_client_abort_response"
-}
-
-func armWrite(wd writeDeadliner, timeout time.Duration) {
-	if wd != nil && timeout > 0 {
-		wd.SetWriteDeadline(time.Now().Add(timeout))
-	}
-}
-
-func isEventStream(h http.Header) bool {
-	ct := h["Content-Type"]
-	return len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream")
+func isEventStream(h h1.Header) bool {
+	return strings.HasPrefix(h.Get("Content-Type"), "text/event-stream")
 }

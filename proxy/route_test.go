@@ -129,6 +129,7 @@ routes:
 	if b.conns.Load() != 1 || anyB.conns.Load() != 1 {
 		t.Errorf("backend conns admin=%d any=%d, want 1 each (the 404 reached no backend)", b.conns.Load(), anyB.conns.Load())
 	}
+	p.settle(t)
 	if !strings.Contains(p.log.String(), `"status":404`) {
 		t.Errorf("access log has no 404 line:\n%s", p.log.String())
 	}

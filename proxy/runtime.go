@@ -20,14 +20,16 @@ type runtime struct {
 	realIP    *limiter.RealIP // nil: real_ip not configured
 	trust     *limiter.RealIP // whose X-Request-ID and X-Forwarded-Proto count
 
-	requestIDHeader string // canonical
-	connectTimeout  time.Duration
-	readTimeout     time.Duration
-	sendTimeout     time.Duration
-	bodyTimeout     time.Duration
-	writeTimeout    time.Duration // send_timeout, to the client
-	keepaliveReqs   int
-	keepalive       bool
+	requestIDHeader  string // as configured, e.g. X-Request-ID
+	connectTimeout   time.Duration
+	readTimeout      time.Duration
+	sendTimeout      time.Duration
+	bodyTimeout      time.Duration
+	writeTimeout     time.Duration // send_timeout, to the client
+	headerTimeout    time.Duration // client_header_timeout
+	keepaliveTimeout time.Duration // 0: no keep-alive
+	keepaliveReqs    int
+	headerLimit      int // large_client_header_size
 }
 
 // upstream is a configured upstream group.
@@ -47,17 +49,19 @@ var loopback = limiter.NewRealIP([]netip.Prefix{
 // of one upstream, reusing the previous runtime's pool when it exists.
 func newRuntime(cfg *config.Config, poolFor func(up *config.Upstream, addr string) *serverPool) *runtime {
 	rt := &runtime{
-		cfg:             cfg,
-		upstreams:       map[string]*upstream{},
-		trust:           loopback,
-		requestIDHeader: http.CanonicalHeaderKey(cfg.RequestIDHeader),
-		connectTimeout:  cfg.ProxyConnectTimeout.Duration,
-		readTimeout:     cfg.ProxyReadTimeout.Duration,
-		sendTimeout:     cfg.ProxySendTimeout.Duration,
-		bodyTimeout:     cfg.ClientBodyTimeout.Duration,
-		writeTimeout:    cfg.SendTimeout.Duration,
-		keepaliveReqs:   cfg.KeepaliveRequests,
-		keepalive:       cfg.KeepaliveTimeout.Duration > 0,
+		cfg:              cfg,
+		upstreams:        map[string]*upstream{},
+		trust:            loopback,
+		requestIDHeader:  cfg.RequestIDHeader,
+		connectTimeout:   cfg.ProxyConnectTimeout.Duration,
+		readTimeout:      cfg.ProxyReadTimeout.Duration,
+		sendTimeout:      cfg.ProxySendTimeout.Duration,
+		bodyTimeout:      cfg.ClientBodyTimeout.Duration,
+		writeTimeout:     cfg.SendTimeout.Duration,
+		headerTimeout:    cfg.ClientHeaderTimeout.Duration,
+		keepaliveTimeout: cfg.KeepaliveTimeout.Duration,
+		keepaliveReqs:    cfg.KeepaliveRequests,
+		headerLimit:      int(cfg.LargeClientHeaderSize.Bytes),
 	}
 	if ri := cfg.RealIP; ri != nil {
 		prefixes := make([]netip.Prefix, len(ri.SetRealIPFrom))

@@ -25,6 +25,11 @@ type Options struct {
 	Log *slog.Logger
 	// AccessLog receives one JSON line per request. Nil: no access log.
 	AccessLog io.Writer
+	// CloseLog receives one JSON line per connection close. Nil: none.
+	CloseLog io.Writer
+	// CloseRing is how many recent close records /debug/closes keeps.
+	// Zero: 1000.
+	CloseRing int
 }
 
 // Server is a running tollgate: its listeners, its current configuration and
@@ -36,23 +41,26 @@ type Server struct {
 	hooks   connHooks
 	ids     requestIDs
 	connIDs atomic.Uint64
-	tunnels tunnelSet
 	closes  *closeLog
 
 	shuttingDown atomic.Bool
+	inFlight     atomic.Int64 // requests being handled, logged when back to 0
 
 	rt atomic.Pointer[runtime]
 
 	mu    sync.Mutex // guards pools and reloads
 	pools map[string]*serverPool
 
-	servers   []*http.Server
 	listeners []net.Listener
 	admin     *http.Server
 	adminLn   net.Listener
 	ready     atomic.Bool
 	done      chan struct{}
-	wg        sync.WaitGroup
+	wg        sync.WaitGroup // accept loops and the sweeper
+
+	connsMu  sync.Mutex
+	conns    map[*dsConn]struct{} // downstream connections being served
+	sessions sync.WaitGroup
 }
 
 // New builds a Server for cfg without opening any socket.
@@ -61,8 +69,10 @@ func New(cfg *config.Config, opts Options) *Server {
 		log:   opts.Log,
 		pools: map[string]*serverPool{},
 		done:  make(chan struct{}),
-		ids:   *newRequestIDs(),
+		conns: map[*dsConn]struct{}{},
 	}
+	s.ids.prefix = newRequestIDs().prefix
+	s.ids.n.Store(uint64(time.Now().UnixNano()))
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -70,8 +80,12 @@ func New(cfg *config.Config, opts Options) *Server {
 		s.access = slog.New(slog.NewJSONHandler(opts.AccessLog, nil))
 	}
 	s.metrics = newMetrics(s)
-	s.closes = newCloseLog(nil, 0, nil)
-	s.hooks.onUpstreamClose = func(_ *upstreamConn, reason string) { s.metrics.upstreamClose(reason) }
+	ring := opts.CloseRing
+	if ring <= 0 {
+		ring = 1000
+	}
+	s.closes = newCloseLog(opts.CloseLog, ring, s.metrics.connectionClosed)
+	s.hooks.onUpstreamClose = func(_ *upstreamConn, rec *closeRecord) { s.closes.add(rec) }
 	s.rt.Store(newRuntime(cfg, s.poolFor))
 	return s
 }
@@ -84,7 +98,7 @@ func (s *Server) poolFor(up *config.Upstream, addr string) *serverPool {
 		p.setLimits(limitsOf(up))
 		return p
 	}
-	p := newServerPool(addr, limitsOf(up), &s.hooks)
+	p := newServerPool(up.Name, addr, limitsOf(up), &s.hooks)
 	s.pools[key] = p
 	return p
 }
@@ -112,9 +126,8 @@ func (s *Server) Start() error {
 		s.serve(s.admin, ln)
 	}
 	for _, ln := range s.listeners {
-		hs := s.newHTTPServer(cfg)
-		s.servers = append(s.servers, hs)
-		s.serve(hs, ln)
+		s.wg.Add(1)
+		go s.acceptLoop(ln)
 	}
 	s.wg.Add(1)
 	go s.sweepLoop()
@@ -125,27 +138,61 @@ func (s *Server) Start() error {
 	return nil
 }
 
-func (s *Server) newHTTPServer(cfg *config.Config) *http.Server {
-	hs := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: cfg.ClientHeaderTimeout.Duration,
-		IdleTimeout:       cfg.KeepaliveTimeout.Duration,
-		MaxHeaderBytes:    maxHeaderBytes(cfg.LargeClientHeaderSize.Bytes),
-		ConnContext:       s.connContext,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+// acceptLoop serves each accepted connection on its own goroutine until the
+// listener closes.
+func (s *Server) acceptLoop(ln net.Listener) {
+	defer s.wg.Done()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: wait, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Error("accept failed", "addr", ln.Addr().String(), "error", err, "retry_in", backoff.String())
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		tc, ok := c.(*net.TCPConn)
+		if !ok {
+			c.Close()
+			continue
+		}
+		s.sessions.Add(1)
+		go func() {
+			defer s.sessions.Done()
+			s.serveConn(s.newDSConn(tc))
+		}()
 	}
-	if cfg.KeepaliveTimeout.Duration <= 0 {
-		hs.SetKeepAlivesEnabled(false)
-	}
-	return hs
 }
 
-// maxHeaderBytes is http.Server.MaxHeaderBytes for a large_client_header_size:
-// net/http lets through 4096 bytes more than MaxHeaderBytes ("bufio slop"),
-// so that much is taken off. Sizes up to 4 KiB get 4 KiB plus one byte, the
-// least net/http can bound.
-func maxHeaderBytes(size int64) int {
-	return int(max(size-4096, 1))
+// track adds or removes a connection from the set Shutdown closes.
+func (s *Server) track(c *dsConn, add bool) {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	if add {
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+}
+
+// closeConns closes the tracked connections, only the idle ones unless all.
+func (s *Server) closeConns(all bool) {
+	s.connsMu.Lock()
+	var victims []*dsConn
+	for c := range s.conns {
+		if all || c.idle.Load() {
+			victims = append(victims, c)
+		}
+	}
+	s.connsMu.Unlock()
+	for _, c := range victims {
+		c.closeWith(reasonDSShutdown, "", "")
+	}
 }
 
 func (s *Server) serve(hs *http.Server, ln net.Listener) {
@@ -198,12 +245,6 @@ func (s *Server) Reload(cfg *config.Config) {
 			delete(s.pools, key)
 		}
 	}
-	if old.cfg.ClientHeaderTimeout != cfg.ClientHeaderTimeout || old.cfg.KeepaliveTimeout != cfg.KeepaliveTimeout ||
-		old.cfg.LargeClientHeaderSize != cfg.LargeClientHeaderSize {
-		// net/http reads these from its Server on every connection without
-		// a lock; changing them under it would race.
-		s.log.Warn("reload: client_header_timeout, keepalive_timeout and large_client_header_size take effect at restart")
-	}
 	s.metrics.reloads.WithLabelValues("ok").Inc()
 	for _, w := range config.Warnings(cfg) {
 		s.log.Warn(w)
@@ -225,23 +266,39 @@ func sameListeners(a, b *config.Config) bool {
 	return true
 }
 
-// Shutdown stops accepting, lets requests in flight finish until ctx ends,
-// then closes what is left: tunnels and pooled upstream connections.
+// Shutdown stops accepting, closes idle client connections, lets requests
+// in flight finish until ctx ends, then closes what is left: connections
+// mid-request, tunnels and pooled upstream connections. Each close is
+// tagged ds_shutdown.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.shuttingDown.CompareAndSwap(false, true) {
 		return errors.New("tollgate: already shut down")
 	}
 	s.ready.Store(false)
-	var errs []error
-	for _, hs := range s.servers {
-		errs = append(errs, hs.Shutdown(ctx))
+	for _, ln := range s.listeners {
+		ln.Close()
 	}
-	if ctx.Err() != nil {
-		for _, hs := range s.servers {
-			hs.Close()
+	finished := make(chan struct{})
+	go func() { s.sessions.Wait(); close(finished) }()
+	var err error
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for {
+		// Idle connections close at once; busy ones when their request
+		// ends (the session sees shuttingDown) or, at the deadline, now.
+		s.closeConns(false)
+		select {
+		case <-finished:
+			break wait
+		case <-ctx.Done():
+			err = ctx.Err()
+			s.closeConns(true)
+			<-finished
+			break wait
+		case <-tick.C:
 		}
 	}
-	s.tunnels.closeAll()
 	close(s.done)
 	s.mu.Lock()
 	for _, p := range s.pools {
@@ -249,10 +306,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	if s.admin != nil {
-		errs = append(errs, s.admin.Close())
+		s.admin.Close()
 	}
 	s.wg.Wait()
-	return errors.Join(errs...)
+	return err
 }
 
 func (s *Server) closeListeners() {

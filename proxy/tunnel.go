@@ -1,116 +1,70 @@
 package proxy
 
 import (
-	"bufio"
 	"io"
 	"net"
-	"net/http"
 	"sync"
 	"time"
+
+	"github.com/tollgate-proxy/tollgate/proxy/h1"
 )
 
 // tunnel hands the client connection and the upstream connection over to
 // each other after a backend agreed to switch protocols (WebSocket, h2c, …):
 // tollgate writes the 101 head and then copies bytes both ways until both
-// sides are done.
-func (s *Server) tunnel(w http.ResponseWriter, st *requestState, resp *http.Response, c *upstreamConn) {
-	st.status = resp.StatusCode
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		c.close(reasonTunnelClosed)
+// sides are done. The session ends with the tunnel.
+func (ss *session) tunnel(st *requestState, c *upstreamConn) {
+	resp := &c.resp
+	st.status = resp.Status
+	ss.rw.writeHead(&headSpec{
+		status: 101, reason: resp.Reason, fields: resp.Header, filter: true,
+		contentLength: -1, noBody: true,
+		extra: []h1.Field{{Name: "Connection", Value: "Upgrade"}, {Name: "Upgrade", Value: resp.Header.Get("Upgrade")}},
+	})
+	if err := ss.rw.flush(); err != nil {
+		c.closeCaused(reasonCancelledByDS, ss.conn.connID())
+		st.dsReason = writeFailure(err)
 		return
 	}
-	dconn, brw, err := hj.Hijack()
-	if err != nil {
-		c.close(reasonTunnelClosed)
-		return
-	}
-	s.tunnels.add(dconn)
-	defer s.tunnels.remove(dconn)
-	dconn.SetDeadline(time.Time{})
-
-	writeSwitchingHead(brw.Writer, resp)
-	if err := brw.Flush(); err != nil {
-		dconn.Close()
-		c.close(reasonCancelledByDS)
-		return
-	}
-	// No per-read deadline on the tunnel's upstream side beyond
-	// proxy_read_timeout, as Nginx: a silent tunnel closes then.
+	d := ss.conn
+	d.setPhase(phaseTunnel)
+	c.phase = phaseTunnel
+	d.SetDeadline(time.Time{})
+	// A silent tunnel closes after proxy_read_timeout, as in Nginx; no
+	// client check: the other direction's copy sees the client leave.
+	c.clientGone = nil
 	c.writeTimeout = 0
+
 	var wg sync.WaitGroup
+	var upEnded bool // the client ended its direction first
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		// Bytes the client sent behind its request head come first.
-		pipe(c.raw, io.MultiReader(brw.Reader, dconn))
+		// Bytes the client sent behind its request head go first.
+		if pipe(c.raw, io.MultiReader(io.LimitReader(ss.br, int64(ss.br.Buffered())), d)) {
+			upEnded = true
+		}
 	}()
-	pipe(dconn, c.br)
+	pipe(d, c.br)
 	wg.Wait()
-	dconn.Close()
+	if upEnded {
+		st.dsReason, st.dsBy = reasonDSTunnelClosed, byPeer
+	} else {
+		st.dsReason, st.dsBy = reasonDSTunnelClosed, byProxy
+	}
+	st.dsCause = c.connID()
 	c.close(reasonTunnelClosed)
 }
 
 // pipe copies src to dst until src ends, then half-closes dst so the other
 // side sees the end too; on an error it closes dst to stop the other copy.
-func pipe(dst net.Conn, src io.Reader) {
+// It reports whether src ended cleanly.
+func pipe(dst net.Conn, src io.Reader) bool {
 	_, err := io.Copy(dst, src)
 	if cw, ok := dst.(interface{ CloseWrite() error }); ok && err == nil {
 		cw.CloseWrite()
-		return
+		return true
 	}
-	dst.Close()
-}
-
-// writeSwitchingHead writes a 101 response head: the backend's headers with
-// the Connection and Upgrade pair that makes the switch.
-func writeSwitchingHead(bw *bufio.Writer, resp *http.Response) {
-	bw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
-	named := connectionTokens(resp.Header)
-	for k, vv := range resp.Header {
-		if skipHeader(k, named) {
-			continue
-		}
-		for _, v := range vv {
-			writeHeader(bw, k, v)
-		}
-	}
-	bw.WriteString("Connection: Upgrade\r\n")
-	writeHeader(bw, "Upgrade", resp.Header.Get("Upgrade"))
-	bw.WriteString("\r\n")
-}
-
-// tunnelSet tracks hijacked client connections so shutdown can close them.
-type tunnelSet struct {
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-}
-
-func (t *tunnelSet) add(c net.Conn) {
-	t.mu.Lock()
-	if t.conns == nil {
-		t.conns = map[net.Conn]struct{}{}
-	}
-	t.conns[c] = struct{}{}
-	t.mu.Unlock()
-}
-
-func (t *tunnelSet) remove(c net.Conn) {
-	t.mu.Lock()
-	delete(t.conns, c)
-	t.mu.Unlock()
-}
-
-func (t *tunnelSet) closeAll() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for c := range t.conns {
-		c.Close()
-	}
-}
-
-func (t *tunnelSet) count() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.conns)
+	dst.SetDeadline(aLongTimeAgo)
+	return false
 }

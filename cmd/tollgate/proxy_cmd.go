@@ -16,11 +16,12 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
 	to := fs.String("to", "", "backend URLs, comma-separated (http://host:port)")
 	admin := fs.String("admin", "127.0.0.1:9901", `admin listener address, or "off"`)
+	keepalive := fs.Int("keepalive", 32, "idle connections kept per backend server (0: none)")
 	accessLog := fs.Bool("access-log", true, "write one JSON access log line per request to stdout")
 	if code, stop := parseFlags(fs, args); stop {
 		return code
 	}
-	cfg, err := proxyConfig(*listen, *to, *admin)
+	cfg, err := proxyConfig(*listen, *to, *admin, *keepalive)
 	if err != nil {
 		fmt.Fprintf(stderr, "tollgate proxy: %s\n", err)
 		return 2
@@ -30,12 +31,12 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 
 // proxyConfig builds the config of `tollgate proxy` through the config
 // package itself, so flags get exactly the defaults and checks of a file.
-func proxyConfig(listen, to, admin string) (*config.Config, error) {
+func proxyConfig(listen, to, admin string, keepalive int) (*config.Config, error) {
 	if to == "" {
 		return nil, fmt.Errorf("--to is required")
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen:\n  - addr: %q\nadmin:\n  addr: %q\nupstreams:\n  - name: backend\n    servers:\n", listen, admin)
+	fmt.Fprintf(&b, "listen:\n  - addr: %q\nadmin:\n  addr: %q\nupstreams:\n  - name: backend\n    keepalive: %d\n    servers:\n", listen, admin, keepalive)
 	for raw := range strings.SplitSeq(to, ",") {
 		u, err := url.Parse(strings.TrimSpace(raw))
 		if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") {

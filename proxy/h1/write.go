@@ -1,0 +1,53 @@
+package h1
+
+import (
+	"bufio"
+	"strconv"
+)
+
+// WriteField writes one "Name: value" line.
+func WriteField(bw *bufio.Writer, name, value string) {
+	bw.WriteString(name)
+	bw.WriteString(": ")
+	bw.WriteString(value)
+	bw.WriteString("\r\n")
+}
+
+// WriteInt writes n in decimal without allocating.
+func WriteInt(bw *bufio.Writer, n int64) {
+	var num [20]byte
+	bw.Write(strconv.AppendInt(num[:0], n, 10))
+}
+
+// WriteStatusLine writes "HTTP/1.1 SSS Reason".
+func WriteStatusLine(bw *bufio.Writer, status int, reason string) {
+	bw.WriteString("HTTP/1.1 ")
+	WriteInt(bw, int64(status))
+	bw.WriteByte(' ')
+	bw.WriteString(reason)
+	bw.WriteString("\r\n")
+}
+
+// WriteChunk writes p as one chunk of a chunked body; an empty p writes
+// nothing, since a zero-size chunk ends the body.
+func WriteChunk(bw *bufio.Writer, p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	var size [16]byte
+	bw.Write(strconv.AppendInt(size[:0], int64(len(p)), 16))
+	bw.WriteString("\r\n")
+	bw.Write(p)
+	_, err := bw.WriteString("\r\n")
+	return err
+}
+
+// WriteLastChunk ends a chunked body with its trailer fields.
+func WriteLastChunk(bw *bufio.Writer, trailer Header) error {
+	bw.WriteString("0\r\n")
+	for _, f := range trailer {
+		WriteField(bw, f.Name, f.Value)
+	}
+	_, err := bw.WriteString("\r\n")
+	return err
+}

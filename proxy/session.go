@@ -1,0 +1,189 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/tollgate-proxy/tollgate/proxy/h1"
+)
+
+// session serves the requests of one downstream connection, one at a time,
+// on the connection's own goroutine. It owns the HTTP/1.1 codec of the
+// connection, so it knows at every moment why the connection would end.
+type session struct {
+	s        *Server
+	conn     *dsConn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	req      h1.Request
+	body     h1.Body
+	rw       respWriter
+	peer     netip.Addr
+	peerText string
+	proto    string // "http" (or "https" on a TLS listener)
+	served   int
+
+	sentContinue bool
+	bodyErr      error // the client's request body broke off
+}
+
+// maxDrain bounds how much of an unread request body tollgate reads to keep
+// a connection after answering without it (a refused upload).
+const maxDrain = 256 << 10
+
+// serveConn runs a session until the connection ends, and gives the close
+// its reason.
+func (s *Server) serveConn(c *dsConn) {
+	ss := &session{s: s, conn: c, proto: "http"}
+	ss.br = bufio.NewReaderSize(c, 4096)
+	ss.bw = bufio.NewWriterSize(c, 4096)
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		ss.peer = ap.Addr().Unmap()
+		ss.peerText = ss.peer.String()
+	}
+	s.track(c, true)
+	defer s.track(c, false)
+	for {
+		reason, initiator, cause := ss.serveOne()
+		if reason != "" {
+			c.closeWith(reason, initiator, cause)
+			return
+		}
+	}
+}
+
+// serveOne waits for, reads and answers one request. It returns the reason
+// to close the connection, or "" to wait for the next request.
+func (ss *session) serveOne() (reason, initiator, cause string) {
+	rt := ss.s.rt.Load()
+	c := ss.conn
+	if err := ss.waitRequest(rt); err != nil {
+		if ss.s.shuttingDown.Load() {
+			return reasonDSShutdown, "", ""
+		}
+		return readFailure(err, phaseIdle, ss.served == 0), "", ""
+	}
+	// The request uses the config current when it arrived, not the one
+	// current when the connection went idle.
+	rt = ss.s.rt.Load()
+	c.idle.Store(false)
+	c.setPhase(phaseRequestHeaders)
+	if d := rt.headerTimeout; d > 0 {
+		c.SetReadDeadline(time.Now().Add(d))
+	}
+	err := h1.ReadRequest(ss.br, rt.headerLimit, &ss.req)
+	c.SetReadDeadline(time.Time{})
+	if err != nil {
+		var he *h1.Error
+		if errors.As(err, &he) {
+			ss.answerBadRequest(rt, he)
+			return reasonDSBadRequest, "", ""
+		}
+		return readFailure(err, phaseRequestHeaders, ss.served == 0), "", ""
+	}
+	ss.served++
+	ss.sentContinue, ss.bodyErr = false, nil
+	ss.body.Reset(ss.br, ss.req.ContentLength, ss.req.Chunked)
+
+	keep, why, by, cause := ss.handle(rt)
+	c.endRequest(time.Now())
+	switch {
+	case why != "":
+		return why, by, cause
+	case !keep:
+		return reasonDSKeepaliveLimit, "", ""
+	case ss.s.shuttingDown.Load():
+		return reasonDSShutdown, "", ""
+	}
+	if !ss.drainBody() {
+		return reasonDSKeepaliveLimit, "", ""
+	}
+	c.idle.Store(true)
+	return "", "", ""
+}
+
+// waitRequest waits for the first byte of the next request under
+// keepalive_timeout (client_header_timeout for a connection's first).
+func (ss *session) waitRequest(rt *runtime) error {
+	c := ss.conn
+	c.idle.Store(true)
+	c.setPhase(phaseIdle)
+	wait := rt.keepaliveTimeout
+	if ss.served == 0 {
+		wait = rt.headerTimeout
+	}
+	if wait > 0 {
+		c.SetReadDeadline(time.Now().Add(wait))
+	}
+	if ss.s.shuttingDown.Load() {
+		return net.ErrClosed
+	}
+	_, err := ss.br.Peek(1)
+	return err
+}
+
+// answerBadRequest answers a request tollgate cannot parse with its status
+// and closes, as Nginx does; the connection cannot be trusted for another.
+func (ss *session) answerBadRequest(rt *runtime, he *h1.Error) {
+	status := he.Status
+	ss.rw.reset(ss.bw, ss.conn, rt.writeTimeout, false, 1, false)
+	body := statusText(status) + "\n"
+	ss.rw.writeHead(&headSpec{
+		status: status, reason: statusText(status), contentLength: int64(len(body)),
+		extra: []h1.Field{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}},
+	})
+	ss.rw.Write([]byte(body))
+	ss.rw.finish(nil)
+	ss.s.logBadRequest(ss, status, he.Reason)
+}
+
+// drainBody reads what is left of a request body the answer did not need,
+// so the connection can serve the next request; a large or stalled rest
+// ends the connection instead.
+func (ss *session) drainBody() bool {
+	if !ss.req.HasBody() || ss.body.Done() {
+		return true
+	}
+	if ss.bodyErr != nil || ss.req.ExpectContinue && !ss.sentContinue {
+		// The client never sent the body (it waited for 100 Continue), or
+		// it broke off: the connection is out of step.
+		return false
+	}
+	ss.conn.SetReadDeadline(time.Now().Add(time.Second))
+	defer ss.conn.SetReadDeadline(time.Time{})
+	n, err := io.Copy(io.Discard, io.LimitReader(&ss.body, maxDrain))
+	return err == nil && n < maxDrain && ss.body.Done()
+}
+
+// reqBody is the request body as the pipeline reads it: client_body_timeout
+// armed before each read, and "100 Continue" sent before the first read to
+// a client that waits for it.
+type reqBody struct{ ss *session }
+
+func (b reqBody) Read(p []byte) (int, error) {
+	ss := b.ss
+	rt := ss.s.rt.Load()
+	if ss.req.ExpectContinue && !ss.sentContinue && !ss.rw.wroteHead {
+		ss.sentContinue = true
+		ss.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if err := ss.rw.flush(); err != nil {
+			return 0, err
+		}
+	}
+	ss.conn.setPhase(phaseRequestBody)
+	if rt.bodyTimeout > 0 {
+		ss.conn.SetReadDeadline(time.Now().Add(rt.bodyTimeout))
+	}
+	n, err := ss.body.Read(p)
+	if err != nil {
+		ss.conn.SetReadDeadline(time.Time{})
+		if err != io.EOF {
+			ss.bodyErr = err
+		}
+	}
+	return n, err
+}
