@@ -27,6 +27,8 @@ func (s *Server) adminHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /debug/upstreams", s.serveUpstreams)
+	mux.HandleFunc("GET /debug/closes", s.serveCloses)
+	mux.HandleFunc("GET /debug/closes/summary", s.serveClosesSummary)
 	// Go's profiler, for the hot path; the admin listener is loopback-only
 	// by default.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -78,8 +80,32 @@ func (s *Server) serveUpstreams(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, uv)
 	}
+	writeJSON(w, out)
+}
+
+// serveCloses returns the most recent close records, oldest first,
+// filtered by ?side=, ?reason= and ?request_id= when given.
+func (s *Server) serveCloses(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	side, reason, rid := q.Get("side"), q.Get("reason"), q.Get("request_id")
+	recs := s.closes.recent(func(rec *closeRecord) bool {
+		return (side == "" || rec.Side == side) && (reason == "" || rec.Reason == reason) &&
+			(rid == "" || rec.RequestID == rid)
+	})
+	if recs == nil {
+		recs = []closeRecord{}
+	}
+	writeJSON(w, recs)
+}
+
+// serveClosesSummary returns close counts by side and reason since start.
+func (s *Server) serveClosesSummary(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, s.closes.counts())
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(out)
+	enc.Encode(v)
 }

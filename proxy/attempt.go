@@ -43,6 +43,9 @@ func (ss *session) try(rt *runtime, st *requestState, p *peer, now time.Time) (*
 	case !resp.KeepAlive || x.bodyUnsent:
 		c.close(reasonKeepaliveLimit)
 	default:
+		if ka := resp.Header.Get("Keep-Alive"); ka != "" {
+			p.pool.learnKeepAlive(ka)
+		}
 		p.pool.put(c, time.Now())
 	}
 	// The last bytes go to the client once the upstream connection is
@@ -74,6 +77,9 @@ func (ss *session) attemptFailed(st *requestState, p *peer, c *upstreamConn, x *
 	f := classifyAttempt(err, c)
 	c.close(f.reason)
 	race := f.reason == reasonReusedConnClosed
+	if race {
+		p.pool.learnIdleClose(c.wasIdle)
+	}
 	bal.done(p, time.Now(), f.serverFault && !race)
 	st.attempts = append(st.attempts, attempt{addr: p.addr, reason: f.reason, duration: time.Since(start)})
 	return &f, retryAfter(ss.req.Method, ss.req.HasBody(), x.sentBytes, race, st)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +42,66 @@ type serverPool struct {
 
 	open  atomic.Int64 // connections currently open
 	dials atomic.Int64 // connections ever dialed
+	// learnedIdle is how long this backend lets a connection idle, as
+	// learned from its "Keep-Alive: timeout=N" or from idle connections it
+	// closed, less a margin; 0 while unknown. Connections are retired
+	// before it, so a request never races the backend's own close.
+	learnedIdle atomic.Int64
+}
+
+// limitsNow returns the limits with the idle timeout lowered to what was
+// learned of the backend. Called with p.mu held.
+func (p *serverPool) limitsNow() poolLimits {
+	l := p.limits
+	if learned := time.Duration(p.learnedIdle.Load()); learned > 0 && (l.idleTimeout <= 0 || learned < l.idleTimeout) {
+		l.idleTimeout = learned
+	}
+	return l
+}
+
+// learnKeepAlive reads a response's Keep-Alive field ("timeout=5,
+// max=100"): the backend closes connections idle for that long.
+func (p *serverPool) learnKeepAlive(field string) {
+	for field != "" {
+		var item string
+		item, field, _ = strings.Cut(field, ",")
+		k, v, ok := strings.Cut(strings.TrimSpace(item), "=")
+		if !ok || !strings.EqualFold(k, "timeout") {
+			continue
+		}
+		if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > 0 {
+			p.learnIdle(time.Duration(n) * time.Second)
+		}
+		return
+	}
+}
+
+// learnIdleClose notes that the backend closed a connection after it idled
+// for d: its idle timeout is at most d. Closes of connections idle for less
+// than a second teach nothing: a backend restarting closes every connection
+// at once, and learning from that would end pooling for good.
+func (p *serverPool) learnIdleClose(d time.Duration) {
+	if d >= time.Second {
+		p.learnIdle(d)
+	}
+}
+
+// learnIdle lowers the learned idle timeout to a fifth under the backend's
+// (at least 100ms under), keeping the lowest seen.
+func (p *serverPool) learnIdle(backend time.Duration) {
+	retire := backend - max(backend/5, 100*time.Millisecond)
+	if retire <= 0 {
+		retire = backend / 2
+	}
+	for {
+		cur := p.learnedIdle.Load()
+		if cur > 0 && time.Duration(cur) <= retire {
+			return
+		}
+		if p.learnedIdle.CompareAndSwap(cur, int64(retire)) {
+			return
+		}
+	}
 }
 
 func newServerPool(upstream, addr string, limits poolLimits, hooks *connHooks) *serverPool {
@@ -75,7 +137,7 @@ func (p *serverPool) takeIdle(now time.Time) *upstreamConn {
 		c := p.idle[n-1]
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
-		limits := p.limits
+		limits := p.limitsNow()
 		p.mu.Unlock()
 
 		if why := c.expired(now, limits); why != "" {
@@ -84,7 +146,9 @@ func (p *serverPool) takeIdle(now time.Time) *upstreamConn {
 		}
 		// A connection idle for a moment cannot have met the backend's
 		// idle timeout; only longer-idle ones are worth a syscall to check.
-		if now.Sub(c.idleSince) >= peekAfterIdle && !socketOpen(c.raw) {
+		if idle := now.Sub(c.idleSince); idle >= peekAfterIdle && !socketOpen(c.raw) {
+			p.learnIdleClose(idle)
+			c.phase = phaseIdle
 			c.close(reasonIdleClosedByPeer)
 			continue
 		}
@@ -123,7 +187,7 @@ func (p *serverPool) put(c *upstreamConn, now time.Time) {
 	// peek in takeIdle before it reaches the socket.
 	c.raw.SetDeadline(time.Time{})
 	p.mu.Lock()
-	limits := p.limits
+	limits := p.limitsNow()
 	why := c.expired(now, limits)
 	switch {
 	case why != "":
@@ -144,7 +208,7 @@ func (p *serverPool) put(c *upstreamConn, now time.Time) {
 // server calls it periodically; tests call it with a chosen now.
 func (p *serverPool) sweep(now time.Time) {
 	p.mu.Lock()
-	limits := p.limits
+	limits := p.limitsNow()
 	var expired []*upstreamConn
 	kept := p.idle[:0]
 	for _, c := range p.idle {

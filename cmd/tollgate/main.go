@@ -97,6 +97,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("run", "run [-c FILE]", stderr)
 	path := fs.String("c", "tollgate.yaml", "config file")
 	accessLog := fs.Bool("access-log", true, "write one JSON access log line per request to stdout")
+	closeLog := fs.Bool("close-log", true, "write one JSON close record per connection close to stdout")
 	if code, stop := parseFlags(fs, args); stop {
 		return code
 	}
@@ -107,7 +108,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	reload := func() (*config.Config, error) { return config.Load(*path) }
-	return serve(cfg, reload, accessWriter(*accessLog, stdout), log)
+	return serve(cfg, reload, outputs(*accessLog, *closeLog, stdout), log)
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
@@ -128,11 +129,17 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func accessWriter(on bool, stdout io.Writer) io.Writer {
-	if on {
-		return stdout
+// outputs sends the access log and close records, each turned on, to
+// stdout as JSON lines.
+func outputs(access, closes bool, stdout io.Writer) proxy.Options {
+	var o proxy.Options
+	if access {
+		o.AccessLog = stdout
 	}
-	return nil
+	if closes {
+		o.CloseLog = stdout
+	}
+	return o
 }
 
 func newLogger(stderr io.Writer) *slog.Logger {
@@ -141,8 +148,9 @@ func newLogger(stderr io.Writer) *slog.Logger {
 
 // serve runs a proxy until SIGTERM or SIGINT, reloading on SIGHUP. A config
 // that fails to load at reload is reported and the running one kept.
-func serve(cfg *config.Config, reload func() (*config.Config, error), access io.Writer, log *slog.Logger) int {
-	srv := proxy.New(cfg, proxy.Options{Log: log, AccessLog: access})
+func serve(cfg *config.Config, reload func() (*config.Config, error), opts proxy.Options, log *slog.Logger) int {
+	opts.Log = log
+	srv := proxy.New(cfg, opts)
 	if err := srv.Start(); err != nil {
 		log.Error("start failed", "error", err)
 		return 1

@@ -18,6 +18,7 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	admin := fs.String("admin", "127.0.0.1:9901", `admin listener address, or "off"`)
 	keepalive := fs.Int("keepalive", 32, "idle connections kept per backend server (0: none)")
 	accessLog := fs.Bool("access-log", true, "write one JSON access log line per request to stdout")
+	closeLog := fs.Bool("close-log", true, "write one JSON close record per connection close to stdout")
 	if code, stop := parseFlags(fs, args); stop {
 		return code
 	}
@@ -26,7 +27,7 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tollgate proxy: %s\n", err)
 		return 2
 	}
-	return serve(cfg, nil, accessWriter(*accessLog, stdout), newLogger(stderr))
+	return serve(cfg, nil, outputs(*accessLog, *closeLog, stdout), newLogger(stderr))
 }
 
 // proxyConfig builds the config of `tollgate proxy` through the config
@@ -55,6 +56,7 @@ func proxyConfig(listen, to, admin string, keepalive int) (*config.Config, error
 func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("demo", "demo", stderr)
 	accessLog := fs.Bool("access-log", true, "write one JSON access log line per request to stdout")
+	closeLog := fs.Bool("close-log", true, "write one JSON close record per connection close to stdout")
 	if code, stop := parseFlags(fs, args); stop {
 		return code
 	}
@@ -79,7 +81,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	defer control.Close()
 
 	fmt.Fprintf(stderr, demoHelp, controlAddr, controlAddr, controlAddr, controlAddr)
-	return serve(cfg, nil, accessWriter(*accessLog, stdout), newLogger(stderr))
+	return serve(cfg, nil, outputs(*accessLog, *closeLog, stdout), newLogger(stderr))
 }
 
 const demoHelp = `tollgate demo: three backends (b1 weight 2, b2, b3 backup) behind tollgate.
