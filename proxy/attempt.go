@@ -23,11 +23,12 @@ func (ss *session) try(rt *runtime, st *requestState, p *peer, now time.Time) (*
 		// Nothing was sent: any request may go to the next server.
 		return &f, retryNext
 	}
-	c.startExchange(rt.readTimeout, rt.sendTimeout, st.fwd.requestID, ss.conn.peerGone)
-	x := exchange{c: c, req: &ss.req, body: reqBody{ss}, trailer: &ss.body.Trailer,
-		fwd: &st.fwd, upgrade: ss.req.Upgrade, buf: st.buf, early: ss.passEarlyHints}
+	c.startExchange(rt.readTimeout, rt.sendTimeout, st.fwd.requestID, ss.conn)
+	x := &st.exchange
+	*x = exchange{c: c, req: &ss.req, body: reqBody{ss}, trailer: &ss.body.Trailer,
+		fwd: &st.fwd, upgrade: ss.req.Upgrade, buf: st.buf, early: ss}
 	if err := x.roundTrip(); err != nil {
-		return ss.attemptFailed(st, p, c, &x, err, now)
+		return ss.attemptFailed(st, p, c, x, err, now)
 	}
 	resp := &c.resp
 	st.attempts = append(st.attempts, attempt{addr: p.addr, status: resp.Status, duration: time.Since(now)})

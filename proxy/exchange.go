@@ -28,8 +28,8 @@ type exchange struct {
 	buf        []byte
 	sentBytes  bool // some of the request reached the kernel: not replayable
 	bodyUnsent bool // the backend answered before the body was sent
-	// early receives 103 Early Hints heads to pass on.
-	early func(resp *h1.Response)
+	// early receives 103 Early Hints heads to pass on; nil: dropped.
+	early *session
 }
 
 // roundTrip sends the request and reads the final response head into
@@ -115,7 +115,7 @@ func (x *exchange) readResponse() error {
 			return nil
 		}
 		if s == 103 && x.early != nil {
-			x.early(&x.c.resp)
+			x.early.passEarlyHints(&x.c.resp)
 		}
 	}
 }

@@ -25,6 +25,8 @@ type requestState struct {
 	keep      bool   // the connection may serve another request
 	freeRetry bool   // the one keep-alive-race retry was used
 	buf       []byte
+	exchange  exchange    // the current attempt's, kept here to spare an allocation
+	extra     [1]h1.Field // tollgate's own response fields
 }
 
 // attempt is one try of one upstream server, as Nginx's $upstream_addr and

@@ -14,6 +14,7 @@ import (
 func (ss *session) writeResponse(st *requestState, c *upstreamConn) bool {
 	resp := &c.resp
 	st.status = resp.Status
+	st.extra[0] = h1.Field{Name: st.fwd.requestIDName, Value: st.fwd.requestID}
 	ss.rw.writeHead(&headSpec{
 		status:        resp.Status,
 		reason:        resp.Reason,
@@ -23,7 +24,7 @@ func (ss *session) writeResponse(st *requestState, c *upstreamConn) bool {
 		contentLength: resp.ContentLength,
 		noBody:        resp.NoBody,
 		trailer:       resp.Header.Get("Trailer"),
-		extra:         []h1.Field{{Name: st.fwd.requestIDName, Value: st.fwd.requestID}},
+		extra:         st.extra[:],
 	})
 	if resp.NoBody {
 		c.body.Reset(c.br, 0, false)

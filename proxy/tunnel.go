@@ -32,7 +32,7 @@ func (ss *session) tunnel(st *requestState, c *upstreamConn) {
 	d.SetDeadline(time.Time{})
 	// A silent tunnel closes after proxy_read_timeout, as in Nginx; no
 	// client check: the other direction's copy sees the client leave.
-	c.clientGone = nil
+	c.client = nil
 	c.writeTimeout = 0
 
 	var wg sync.WaitGroup

@@ -40,9 +40,9 @@ type upstreamConn struct {
 
 	readTimeout  time.Duration
 	writeTimeout time.Duration
-	// clientGone, when set, is asked during long reads whether the
-	// downstream client left.
-	clientGone func() bool
+	// client, when set, is the downstream connection waiting on this
+	// exchange: long reads look whether it left.
+	client *dsConn
 	cancelled  atomic.Bool
 	// readBy, when set, is the deadline of the next read instead of
 	// proxy_read_timeout (the wait for "100 Continue").
@@ -86,7 +86,7 @@ func (c *upstreamConn) Read(p []byte) (int, error) {
 	}
 	for {
 		next := deadline
-		if c.clientGone != nil {
+		if c.client != nil {
 			if check := time.Now().Add(clientCheckEvery); next.IsZero() || check.Before(next) {
 				next = check
 			}
@@ -103,9 +103,9 @@ func (c *upstreamConn) Read(p []byte) (int, error) {
 		if err == nil || n > 0 {
 			return n, err
 		}
-		if isTimeout(err) && !c.cancelled.Load() && c.clientGone != nil &&
+		if isTimeout(err) && !c.cancelled.Load() && c.client != nil &&
 			(deadline.IsZero() || time.Now().Before(deadline)) {
-			if c.clientGone() {
+			if c.client.peerGone() {
 				c.cancelled.Store(true)
 				return 0, errCancelled
 			}
@@ -155,10 +155,10 @@ func (c *upstreamConn) cancel() {
 var aLongTimeAgo = time.Unix(1, 0)
 
 // startExchange prepares the conn for one request/response exchange.
-func (c *upstreamConn) startExchange(readTimeout, writeTimeout time.Duration, requestID string, clientGone func() bool) {
+func (c *upstreamConn) startExchange(readTimeout, writeTimeout time.Duration, requestID string, client *dsConn) {
 	c.readTimeout = readTimeout
 	c.writeTimeout = writeTimeout
-	c.clientGone = clientGone
+	c.client = client
 	c.deadlineFired = false
 	c.exchangeIn = 0
 	c.requests++

@@ -15,8 +15,7 @@ func WriteField(bw *bufio.Writer, name, value string) {
 
 // WriteInt writes n in decimal without allocating.
 func WriteInt(bw *bufio.Writer, n int64) {
-	var num [20]byte
-	bw.Write(strconv.AppendInt(num[:0], n, 10))
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), n, 10))
 }
 
 // WriteStatusLine writes "HTTP/1.1 SSS Reason".
@@ -34,8 +33,7 @@ func WriteChunk(bw *bufio.Writer, p []byte) error {
 	if len(p) == 0 {
 		return nil
 	}
-	var size [16]byte
-	bw.Write(strconv.AppendInt(size[:0], int64(len(p)), 16))
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(len(p)), 16))
 	bw.WriteString("\r\n")
 	bw.Write(p)
 	_, err := bw.WriteString("\r\n")
