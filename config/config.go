@@ -166,6 +166,10 @@ type Upstream struct {
 	// Servers of the group. At least one that is not a backup.
 	Servers []Server `yaml:"servers"`
 
+	// RetryBudget caps the retries of requests to this upstream. Default:
+	// 20 % of requests plus 10 per second over 10s.
+	RetryBudget *RetryBudget `yaml:"retry_budget"`
+
 	// Keepalive is the most idle connections kept per server. Default 32
 	// (Nginx has no pool unless configured; a sidecar always wants one).
 	// Zero: no pooling, each connection closes after one response. Never
@@ -226,6 +230,27 @@ type Route struct {
 	LimitReqStatus int `yaml:"limit_req_status"`
 	// LimitReqDryRun accounts as usual but never delays or rejects.
 	LimitReqDryRun bool `yaml:"limit_req_dry_run"`
+	// ProxyNextUpstream lists when a failed attempt goes to the next server,
+	// as Nginx's proxy_next_upstream: error, timeout, invalid_header,
+	// http_500, http_502, http_503, http_504, http_403, http_404,
+	// http_429, non_idempotent, or off. Default [error, timeout] (Nginx).
+	ProxyNextUpstream []string `yaml:"proxy_next_upstream"`
+	// ProxyNextUpstreamTries caps attempts, the first included. Default 0:
+	// no cap beyond the number of servers (Nginx).
+	ProxyNextUpstreamTries int `yaml:"proxy_next_upstream_tries"`
+	// ProxyNextUpstreamTimeout bounds the time from the first attempt
+	// within which another may start. Default 0: no limit (Nginx).
+	ProxyNextUpstreamTimeout Duration `yaml:"proxy_next_upstream_timeout"`
+	// RetryBodyLimit is how much of a request body is kept to send again
+	// on a retry; a longer body streams and is not retried. Default 64k
+	// (Linkerd's). Zero: bodies are never kept, so requests with a body are
+	// retried only when none of it was read.
+	RetryBodyLimit Size `yaml:"retry_body_limit"`
+	// RetryIdempotencyKey makes a POST or PATCH that carries an
+	// Idempotency-Key header as retryable as a GET. Default false.
+	RetryIdempotencyKey bool `yaml:"retry_idempotency_key"`
+	// RetryBackoff is the jittered pause between attempts.
+	RetryBackoff Backoff `yaml:"retry_backoff"`
 	// LimitReqLogLevel is the level of rejection logs (info, notice, warn,
 	// error); delays log one level lower. Default error (Nginx).
 	LimitReqLogLevel string `yaml:"limit_req_log_level"`

@@ -84,6 +84,7 @@ func upstreamDefaults(u *Upstream, path string, written nodeIndex) {
 	if u.Balance == "" {
 		u.Balance = BalanceRoundRobin
 	}
+	retryBudgetDefaults(u)
 	setPointer(&u.Keepalive, defaultUpstreamKeepalive)
 	setDuration(&u.KeepaliveTimeout, defaultUpstreamKeepaliveTimeout)
 	if u.KeepaliveRequests == 0 {
@@ -112,6 +113,7 @@ func routeDefaults(r *Route, path string, written nodeIndex) {
 	if !written.has(path + ".limit_req_log_level") {
 		r.LimitReqLogLevel = defaultLimitReqLogLevel
 	}
+	retryDefaults(r, path, written)
 }
 
 func setString(s *string, def string) {

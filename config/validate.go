@@ -173,6 +173,7 @@ func (v *validator) upstreams(ups []Upstream) {
 		v.uniqueName(path, u.Name, "upstream", seen)
 		v.nonNegative(path+".keepalive", *u.Keepalive)
 		v.nonNegative(path+".keepalive_requests", u.KeepaliveRequests)
+		v.retryBudget(path, u.RetryBudget)
 		primary := 0
 		for j, s := range u.Servers {
 			v.server(fmt.Sprintf("%s.servers[%d]", path, j), s)
@@ -226,6 +227,7 @@ func (v *validator) routes(c *Config) {
 			v.errorf(path+".upstream", "no upstream named %q%s", r.Upstream, didYouMean(r.Upstream, names))
 		}
 		v.limitReqs(c, path, r.LimitReq)
+		v.retry(path, r)
 		if r.LimitReqStatus < 400 || r.LimitReqStatus > 599 {
 			v.errorf(path+".limit_req_status", "status must be from 400 to 599, got %d", r.LimitReqStatus)
 		}

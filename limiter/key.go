@@ -184,6 +184,18 @@ func (k Key) IsBinaryRemoteAddr() bool {
 	return len(k.parts) == 1 && k.parts[0].kind == partBinaryRemoteAddr
 }
 
+// UsesRemoteAddr reports whether the key names the client address
+// ($binary_remote_addr or $remote_addr): such a zone puts every client
+// behind one proxy into one bucket unless realip resolves the client.
+func (k Key) UsesRemoteAddr() bool {
+	for _, p := range k.parts {
+		if p.kind == partBinaryRemoteAddr || p.kind == partRemoteAddr {
+			return true
+		}
+	}
+	return false
+}
+
 // WithIPv6Prefix returns k keying IPv6 clients of $binary_remote_addr and
 // $remote_addr by their first bits bits (64: one key per /64), so a client
 // cannot dodge a per-address limit by hopping through its own prefix. bits

@@ -159,3 +159,25 @@ func FuzzParseKey(f *testing.F) {
 		}
 	})
 }
+
+func TestKeyUsesRemoteAddr(t *testing.T) {
+	for _, tt := range []struct {
+		key  string
+		want bool
+	}{
+		{"$binary_remote_addr", true},
+		{"$remote_addr:$http_x_api_key", true},
+		{"${REMOTE_ADDR}x", true},
+		{"$http_x_api_key", false},
+		{"$server_name", false},
+		{"const", false},
+	} {
+		k, err := ParseKey(tt.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := k.UsesRemoteAddr(); got != tt.want {
+			t.Errorf("ParseKey(%q).UsesRemoteAddr() = %v; want %v", tt.key, got, tt.want)
+		}
+	}
+}

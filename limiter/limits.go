@@ -165,7 +165,7 @@ func reject(rules []Rule, pins []int32, limit int, res lookupResult, dryRun bool
 func account(rules []Rule, pins []int32, limit int, excess, now int64, dryRun bool) Decision {
 	var maxDelay int64
 	if d := rules[limit].delayMilli(); excess > d {
-		maxDelay = (excess - d) * 1000 / rules[limit].Zone.rate
+		maxDelay = (excess - d) * 1000 / rules[limit].Zone.Rate()
 	}
 	for n := len(pins) - 1; n >= 0; n-- {
 		if pins[n] < 0 {
@@ -174,7 +174,7 @@ func account(rules []Rule, pins []int32, limit int, excess, now int64, dryRun bo
 		r := &rules[n]
 		e := r.Zone.charge(pins[n], now)
 		if d := r.delayMilli(); e > d {
-			if delay := (e - d) * 1000 / r.Zone.rate; delay > maxDelay {
+			if delay := (e - d) * 1000 / r.Zone.Rate(); delay > maxDelay {
 				maxDelay, excess, limit = delay, e, n
 			}
 		}

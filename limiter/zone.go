@@ -33,7 +33,7 @@ type Zone struct {
 	name string
 	key  Key
 	size int64
-	rate int64 // requests per second × 1000, as Nginx stores it
+	rate atomic.Int64 // requests per second × 1000, as Nginx stores it; see SetRate
 
 	mu sync.Mutex
 	t  table
@@ -52,7 +52,9 @@ func NewZone(name string, key Key, size int64, ratePerSecMilli int64) *Zone {
 	if ratePerSecMilli <= 0 || states == 0 {
 		panic(fmt.Sprintf("limiter: zone %q: rate %d or size %d out of range", name, ratePerSecMilli, size))
 	}
-	return &Zone{name: name, key: key, size: size, rate: ratePerSecMilli, t: newTable(states, slots)}
+	z := &Zone{name: name, key: key, size: size, t: newTable(states, slots)}
+	z.rate.Store(ratePerSecMilli)
+	return z
 }
 
 // Name is the zone's name, as logs print it.
@@ -65,7 +67,18 @@ func (z *Zone) Key() Key { return z.key }
 func (z *Zone) Size() int64 { return z.size }
 
 // Rate is requests per second × 1000 (Nginx's stored rate).
-func (z *Zone) Rate() int64 { return z.rate }
+func (z *Zone) Rate() int64 { return z.rate.Load() }
+
+// SetRate changes the zone's rate, keeping every key's state: what a
+// reload does in Nginx, where the rate lives in the configuration and the
+// states in the shared zone. A request decided while the rate changes uses
+// either rate. It panics if ratePerSecMilli is not positive.
+func (z *Zone) SetRate(ratePerSecMilli int64) {
+	if ratePerSecMilli <= 0 {
+		panic(fmt.Sprintf("limiter: zone %q: rate %d out of range", z.name, ratePerSecMilli))
+	}
+	z.rate.Store(ratePerSecMilli)
+}
 
 // Capacity is how many states fit in the zone's size: 48 bytes per state
 // plus an index kept at most 3/4 full, about 60 bytes a state (a 10m zone
@@ -207,10 +220,11 @@ func (z *Zone) store(s *state, ms, excess, now int64) {
 // saturating where Nginx's 64-bit product would overflow (over 106 days of
 // idleness at 1000000r/s; the state is fully drained either way).
 func (z *Zone) drained(ms int64) int64 {
-	if ms > math.MaxInt64/z.rate {
+	rate := z.rate.Load()
+	if ms > math.MaxInt64/rate {
 		return math.MaxInt64 / 1000
 	}
-	return z.rate * ms / 1000
+	return rate * ms / 1000
 }
 
 // retryAfter returns, for a state that rejects a request at now, the least
@@ -220,7 +234,8 @@ func (z *Zone) drained(ms int64) int64 {
 // rejected request's excess, up to Nginx's truncation of rate*ms/1000.
 func (z *Zone) retryAfter(s *state, now, burst int64) int64 {
 	need := s.excess + 1000 - burst
-	m := (need*1000 + z.rate - 1) / z.rate
+	rate := z.rate.Load()
+	m := (need*1000 + rate - 1) / rate
 	if now >= s.last {
 		return max(1, m-(now-s.last))
 	}

@@ -263,3 +263,23 @@ func TestStatusString(t *testing.T) {
 		t.Errorf("Status(9) = %q", got)
 	}
 }
+
+// SetRate keeps the states: a reload in Nginx changes the rate of a zone
+// whose name and size stay, and the keys drain at the new rate from then on.
+func TestSetRateKeepsState(t *testing.T) {
+	z := NewZone("z", Key{}, 1<<20, r10ps)
+	rule := []Rule{{Zone: z, Burst: 5, NoDelay: true}}
+	k := [][]byte{[]byte("k")}
+	for range 3 {
+		Check(rule, k, 0, false)
+	}
+	z.SetRate(r1ps)
+	if z.Rate() != r1ps {
+		t.Fatalf("Rate = %d after SetRate(%d)", z.Rate(), r1ps)
+	}
+	// 2000 stored; 500 ms at 1r/s drains 500: 2000 - 500 + 1000.
+	Check(rule, k, 500, false)
+	if e, _ := stateOf(t, z, "k"); e != 2500 {
+		t.Errorf("excess after SetRate = %d; want 2500 (state kept, drained at the new rate)", e)
+	}
+}

@@ -35,7 +35,9 @@ func (s *Server) observe(ss *session, st *requestState) {
 		slog.String("upstream_addr", addrs),
 		slog.String("upstream_status", statuses),
 		slog.String("upstream_close", reasons),
+		slog.String("retry_skipped", st.retrySkip),
 		slog.String("downstream_close", st.dsReason),
+		slog.String("limit_req_status", st.limitReqStatus),
 	}
 	s.access.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs[:]...)
 }

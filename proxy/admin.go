@@ -27,6 +27,7 @@ func (s *Server) adminHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /debug/upstreams", s.serveUpstreams)
+	mux.HandleFunc("GET /debug/limits", s.serveLimits)
 	mux.HandleFunc("GET /debug/closes", s.serveCloses)
 	mux.HandleFunc("GET /debug/closes/summary", s.serveClosesSummary)
 	// Go's profiler, for the hot path; the admin listener is loopback-only

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"strconv"
 	"time"
 
@@ -10,8 +11,9 @@ import (
 )
 
 // try runs one attempt on server p. It returns nil once the client has its
-// answer, else the failure and whether another attempt is allowed.
-func (ss *session) try(rt *runtime, st *requestState, p *peer, now time.Time) (*failure, retryKind) {
+// answer, else the failure, for forward to decide on another attempt.
+func (ss *session) try(rt *runtime, st *requestState, rr *retryRun, p *peer) *failure {
+	now := time.Now()
 	bal := st.route.upstream.bal
 	ss.conn.setPhase(phaseResponseHeaders)
 	c, err := p.pool.get(context.Background(), now, rt.connectTimeout)
@@ -20,28 +22,33 @@ func (ss *session) try(rt *runtime, st *requestState, p *peer, now time.Time) (*
 		bal.done(p, time.Now(), f.serverFault)
 		st.attempts = append(st.attempts, attempt{addr: p.addr, reason: f.reason, duration: time.Since(now)})
 		ss.s.closes.add(dialRecord(p.pool, f.reason, err, st.fwd.requestID))
-		// Nothing was sent: any request may go to the next server.
-		return &f, retryNext
+		return &f
 	}
 	c.startExchange(rt.readTimeout, rt.sendTimeout, st.fwd.requestID, ss.conn)
 	x := &st.exchange
-	*x = exchange{c: c, req: &ss.req, body: reqBody{ss}, trailer: &ss.body.Trailer,
+	*x = exchange{c: c, req: &ss.req, body: ss.bodyForAttempt(), trailer: &ss.body.Trailer,
 		fwd: &st.fwd, upgrade: ss.req.Upgrade, buf: st.buf, early: ss}
 	if err := x.roundTrip(); err != nil {
 		return ss.attemptFailed(st, p, c, x, err, now)
 	}
 	resp := &c.resp
 	st.attempts = append(st.attempts, attempt{addr: p.addr, status: resp.Status, duration: time.Since(now)})
+	if f := ss.retryOnStatus(st, rr, p, c); f != nil {
+		return f
+	}
 	if resp.Status == 101 && x.upgrade != "" {
 		bal.done(p, time.Now(), false)
 		ss.tunnel(st, c)
-		return nil, retryNone
+		return nil
 	}
 	clean := ss.writeResponse(st, c)
 	bal.done(p, time.Now(), false)
 	switch {
 	case !clean:
 	case !resp.KeepAlive || x.bodyUnsent:
+		// The exchange is over: the close comes between exchanges, in
+		// phase idle, as when put retires a conn at keepalive_requests.
+		c.phase, c.idleSince = phaseIdle, time.Now()
 		c.close(reasonKeepaliveLimit)
 	default:
 		if ka := resp.Header.Get("Keep-Alive"); ka != "" {
@@ -54,12 +61,59 @@ func (ss *session) try(rt *runtime, st *requestState, p *peer, now time.Time) (*
 	if err := ss.rw.flush(); err != nil && clean {
 		st.dsReason = writeFailure(err)
 	}
-	return nil, retryNone
+	return nil
+}
+
+// retryOnStatus handles a response whose status is listed in
+// proxy_next_upstream (http_500, http_503, …): when another attempt is
+// allowed, the response is dropped and the failure returned; otherwise it
+// goes to the client as it is, and the server counts as a success (Nginx).
+func (ss *session) retryOnStatus(st *requestState, rr *retryRun, p *peer, c *upstreamConn) *failure {
+	resp := &c.resp
+	cnd := statusCond(resp.Status)
+	if cnd == 0 || st.route.retry.conds&cnd == 0 {
+		return nil
+	}
+	var wait time.Duration
+	if resp.Status == 503 || resp.Status == 429 {
+		w, fits := retryAfterWait(resp.Header.Get("Retry-After"), &st.route.retry, rr)
+		if !fits {
+			ss.skipRetry(st, skipDeadlineExceeded)
+			return nil
+		}
+		wait = w
+	}
+	if why := ss.mayRetry(st, rr, cnd, true); why != "" {
+		ss.skipRetry(st, why)
+		return nil
+	}
+	ss.discardResponse(c, p)
+	// 403 and 404 retry but never mark the server failed (Nginx).
+	st.route.upstream.bal.done(p, time.Now(), cnd != condHTTP403 && cnd != condHTTP404)
+	return &failure{reason: "", status: resp.Status, approved: true, cond: cnd, wait: wait,
+		proxyStatus: "http_response_status"}
+}
+
+// discardResponse drops a response tollgate will not pass on: a small body
+// is read off so the connection can be reused, a larger one closes it.
+func (ss *session) discardResponse(c *upstreamConn, p *peer) {
+	resp := &c.resp
+	if resp.NoBody {
+		c.body.Reset(c.br, 0, false)
+	} else {
+		c.body.Reset(c.br, resp.ContentLength, resp.Chunked)
+	}
+	n, err := io.Copy(io.Discard, io.LimitReader(&c.body, maxDrain))
+	if err == nil && n < maxDrain && c.body.Done() && resp.KeepAlive {
+		p.pool.put(c, time.Now())
+		return
+	}
+	c.close(reasonResponseDiscarded)
 }
 
 // attemptFailed closes the upstream connection of a failed attempt with its
-// reason, and decides whether the request may be tried again.
-func (ss *session) attemptFailed(st *requestState, p *peer, c *upstreamConn, x *exchange, err error, start time.Time) (*failure, retryKind) {
+// reason and returns the failure.
+func (ss *session) attemptFailed(st *requestState, p *peer, c *upstreamConn, x *exchange, err error, start time.Time) *failure {
 	bal := st.route.upstream.bal
 	var cbe *clientBodyError
 	if errors.As(err, &cbe) || errors.Is(err, errCancelled) {
@@ -73,33 +127,18 @@ func (ss *session) attemptFailed(st *requestState, p *peer, c *upstreamConn, x *
 		bal.done(p, time.Now(), false)
 		st.attempts = append(st.attempts, attempt{addr: p.addr, reason: reasonCancelledByDS, duration: time.Since(start)})
 		st.dsReason, st.dsCause = dsReason, ""
-		return &failure{reason: reasonCancelledByDS, status: statusClientClosed}, retryNone
+		return &failure{reason: reasonCancelledByDS, status: statusClientClosed}
 	}
 	f := classifyAttempt(err, c)
 	c.close(f.reason)
-	race := f.reason == reasonReusedConnClosed
-	if race {
+	f.race = f.reason == reasonReusedConnClosed
+	f.sent = x.sentBytes
+	if f.race {
 		p.pool.learnIdleClose(c.wasIdle)
 	}
-	bal.done(p, time.Now(), f.serverFault && !race)
+	bal.done(p, time.Now(), f.serverFault && !f.race)
 	st.attempts = append(st.attempts, attempt{addr: p.addr, reason: f.reason, duration: time.Since(start)})
-	return &f, retryAfter(ss.req.Method, ss.req.HasBody(), x.sentBytes, race, st)
-}
-
-// retryAfter decides whether a request that failed before any response byte
-// reached the client may be tried again, under Nginx's default
-// proxy_next_upstream "error timeout": only a request whose body can be sent
-// again (none) goes to the next server, and POST, LOCK and PATCH only if
-// none of their bytes were sent.
-func retryAfter(method string, hasBody, sent, race bool, st *requestState) retryKind {
-	if hasBody || (sent && nonIdempotent(method)) {
-		return retryNone
-	}
-	if race && !st.freeRetry {
-		st.freeRetry = true
-		return retryFree
-	}
-	return retryNext
+	return &f
 }
 
 // passEarlyHints forwards a backend's 103 Early Hints to the client.

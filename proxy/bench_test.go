@@ -114,7 +114,10 @@ func benchServer(b *testing.B, upstream string, accessLog bool) string {
 		return startProxy(b, yaml).Addr
 	}
 	cfg := testConfig(b, yaml)
-	s := New(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := New(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
 	if err := s.Start(); err != nil {
 		b.Fatal(err)
 	}

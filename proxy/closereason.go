@@ -52,6 +52,11 @@ const (
 	// normally. Added to the spec's set: no code there fits a tunnel whose
 	// sides both said goodbye.
 	reasonTunnelClosed = "us_tunnel_closed"
+	// reasonResponseDiscarded closes a connection whose response tollgate
+	// dropped to retry elsewhere (proxy_next_upstream http_5xx) when its
+	// body was too large to read off. Added: no code of the spec says
+	// tollgate dropped a whole response on purpose.
+	reasonResponseDiscarded = "us_response_discarded"
 )
 
 // Initiators and kinds of a close (specs/close-reasons.md).
@@ -110,6 +115,7 @@ var reasonTable = map[string]reasonDefaults{
 	reasonKeepaliveLimit:     {byProxy, kindFIN},
 	reasonNetworkTimeout:     {byNetwork, kindTimeout},
 	reasonTunnelClosed:       {byPeer, kindFIN},
+	reasonResponseDiscarded:  {byProxy, kindFIN},
 }
 
 // connHooks receives connection life events. The zero value ignores them.

@@ -210,12 +210,15 @@ func refineKind(rec *closeRecord) {
 	switch {
 	case rec.Errno == "ECONNRESET" || rec.Errno == "EPIPE":
 		rec.Kind = kindRST
-	case rec.TCP != nil && rec.TCP.State == "CLOSE":
-		rec.Kind = kindRST
 	case rec.Errno == "EOF" || (rec.TCP != nil && rec.TCP.State == "CLOSE_WAIT"):
 		if rec.Kind == kindRST {
 			rec.Kind = kindFIN
 		}
+	case rec.TCP != nil && rec.TCP.State == "CLOSE":
+		// CLOSE is also where an orderly close ends (the peer's FIN read,
+		// ours acknowledged, as after a tunnel): only without an EOF seen
+		// does it mean an RST arrived.
+		rec.Kind = kindRST
 	}
 }
 

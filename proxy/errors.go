@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"syscall"
+	"time"
 )
 
 // failure is what one failed upstream attempt means: the close reason of the
@@ -19,6 +20,15 @@ type failure struct {
 	proxyStatus string // RFC 9209 Proxy-Status error type
 	serverFault bool   // counts as a failure for max_fails (error, timeout, invalid_header)
 	timeout     bool   // Nginx's "timeout" condition, else "error"/"invalid_header"
+	connect     bool   // the connection never opened: the next server is tried at once
+	sent        bool   // some of the request reached the backend
+	race        bool   // a reused keep-alive connection was found closed
+	// approved is set for a response status listed in
+	// proxy_next_upstream whose retry mayRetry already granted; cond
+	// names the condition and wait a Retry-After to honour.
+	approved bool
+	cond     cond
+	wait     time.Duration
 }
 
 // classifyAttempt maps an error of one upstream attempt to its failure. It
@@ -30,7 +40,9 @@ func classifyAttempt(err error, c *upstreamConn) failure {
 	}
 	var de *dialError
 	if errors.As(err, &de) {
-		return classifyDial(de.err)
+		f := classifyDial(de.err)
+		f.connect = true
+		return f
 	}
 	var re *responseError
 	started := errors.As(err, &re) && re.started

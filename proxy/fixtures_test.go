@@ -42,7 +42,10 @@ func startProxy(t testing.TB, yaml string) *testProxy {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}
 	buf := &syncBuffer{}
-	s := New(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), AccessLog: buf})
+	s, err := New(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), AccessLog: buf})
+	if err != nil {
+		t.Fatalf("new: %v", err)
+	}
 	if err := s.Start(); err != nil {
 		t.Fatalf("start: %v", err)
 	}

@@ -23,10 +23,15 @@ type requestState struct {
 	dsBy      string // its initiator, when not the reason's default
 	dsCause   string // cause_conn_id for dsReason
 	keep      bool   // the connection may serve another request
-	freeRetry bool   // the one keep-alive-race retry was used
+	retrySkip string // why a failed request was not retried
+	retryRun  retryRun
 	buf       []byte
 	exchange  exchange    // the current attempt's, kept here to spare an allocation
 	extra     [1]h1.Field // tollgate's own response fields
+
+	// limitReqStatus is Nginx's $limit_req_status ("PASSED", "REJECTED",
+	// …); "" when no limit applied.
+	limitReqStatus string
 }
 
 // attempt is one try of one upstream server, as Nginx's $upstream_addr and
@@ -81,7 +86,7 @@ func (ss *session) handle(rt *runtime) (keep bool, reason, initiator, cause stri
 	st.route = rt.routes.match(req.Host, st.path)
 	if st.route == nil {
 		ss.respondError(st, http.StatusNotFound, "", "no route")
-	} else {
+	} else if ss.admit(rt, st) {
 		ss.forward(rt, st)
 	}
 	s.observe(ss, st)
@@ -101,25 +106,29 @@ func (ss *session) handle(rt *runtime) (keep bool, reason, initiator, cause stri
 }
 
 // forward tries the route's upstream servers until one answers or no further
-// try is allowed, and streams the answer to the client.
+// try is allowed (proxy_next_upstream, tries, timeout, budget), and streams
+// the answer to the client.
 func (ss *session) forward(rt *runtime, st *requestState) {
-	bal := st.route.upstream.bal
-	var triedA [8]*peer
-	tried := triedA[:0]
-	maxTries := bal.size()
+	up := st.route.upstream
+	pol := &st.route.retry
+	rr := &st.retryRun
+	*rr = retryRun{start: time.Now()}
+	rr.tried = rr.triedA[:0]
+	ss.startKeeping(pol.bodyLimit)
+	up.budget.noteRequest(rr.start)
 	var last *failure
 	for {
-		now := time.Now()
-		p := bal.pick(now, tried)
+		p := up.bal.pick(time.Now(), rr.tried)
 		if p == nil {
 			if last == nil {
 				ss.respondError(st, http.StatusBadGateway, "destination_unavailable", "no live upstreams")
 				return
 			}
+			ss.skipRetry(st, skipTriesExhausted)
 			ss.respondFailure(st, last)
 			return
 		}
-		f, retry := ss.try(rt, st, p, now)
+		f := ss.try(rt, st, rr, p)
 		if f == nil {
 			return // answered
 		}
@@ -128,26 +137,54 @@ func (ss *session) forward(rt *runtime, st *requestState) {
 			return
 		}
 		last = f
-		switch {
-		case retry == retryFree:
-			// A keep-alive race does not use up a try (Nginx).
-		case retry == retryNext && len(tried) < maxTries-1 && len(tried) < len(triedA)-1:
-			tried = append(tried, p)
-		default:
-			ss.respondFailure(st, f)
-			return
+		if f.race && !rr.freeUsed && ss.safeToReplay(f.sent) {
+			// A keep-alive race: the backend closed the connection as
+			// tollgate reused it. Sent again at once on a fresh
+			// connection, without using a try (Nginx, Go's Transport).
+			rr.freeUsed = true
+			continue
+		}
+		rr.tries++
+		rr.tried = append(rr.tried, p)
+		if !f.approved {
+			f.cond = failureCond(f)
+			if why := ss.mayRetry(st, rr, f.cond, f.sent); why != "" {
+				ss.skipRetry(st, why)
+				ss.respondFailure(st, f)
+				return
+			}
+		}
+		ss.s.metrics.retries.WithLabelValues(up.name, f.cond.name()).Inc()
+		wait := f.wait
+		if wait == 0 {
+			wait = rr.backoff(pol, f)
+		}
+		rr.retries++
+		if wait > 0 {
+			time.Sleep(wait)
 		}
 	}
 }
 
-// retryKind says whether a failed attempt may be repeated.
-type retryKind int
+// safeToReplay reports whether a request may be sent again after a
+// keep-alive race without asking proxy_next_upstream: a safe method (or an
+// Idempotency-Key), never a POST whose bytes reached the backend.
+func (ss *session) safeToReplay(sent bool) bool {
+	if !ss.replayable() {
+		return false
+	}
+	switch ss.req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return !sent || ss.req.Header.Has("Idempotency-Key")
+}
 
-const (
-	retryNone retryKind = iota
-	retryNext           // on another server, using up a try
-	retryFree           // a keep-alive race: again, without using a try
-)
+// skipRetry records why a failed request was not tried again.
+func (ss *session) skipRetry(st *requestState, why string) {
+	st.retrySkip = why
+	ss.s.metrics.retrySkips.WithLabelValues(st.route.upstream.name, why).Inc()
+}
 
 // respondFailure answers the client for a failed attempt: the status and an
 // RFC 9209 Proxy-Status naming the reason, never a reset.

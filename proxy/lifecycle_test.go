@@ -38,7 +38,10 @@ func startOwnedProxy(t *testing.T, yaml string) (*testProxy, func(context.Contex
 	t.Helper()
 	cfg := testConfig(t, yaml)
 	buf := &syncBuffer{}
-	s := New(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), AccessLog: buf})
+	s, err := New(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), AccessLog: buf})
+	if err != nil {
+		t.Fatalf("new: %v", err)
+	}
 	if err := s.Start(); err != nil {
 		t.Fatalf("start: %v", err)
 	}

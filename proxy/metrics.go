@@ -17,6 +17,10 @@ type metrics struct {
 	inFlight prometheus.Gauge
 	closes   *prometheus.CounterVec // side, reason, initiator
 	reloads  *prometheus.CounterVec // result
+
+	retries    *prometheus.CounterVec // upstream, condition
+	retrySkips *prometheus.CounterVec // upstream, reason
+	limits   *limitMetrics          // limit_req (limits_admin.go)
 }
 
 func newMetrics(s *Server) *metrics {
@@ -45,9 +49,20 @@ func newMetrics(s *Server) *metrics {
 			Help: "Configuration reloads, by result (ok, error).",
 		}, []string{"result"}),
 	}
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_retries_total",
+		Help: "Requests sent to another server after a failed attempt, by upstream and proxy_next_upstream condition.",
+	}, []string{"upstream", "condition"})
+	m.retrySkips = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_retries_skipped_total",
+		Help: "Failed requests not tried again, by upstream and reason (not_idempotent, body_too_large, budget_exhausted, tries_exhausted, deadline_exceeded, response_started, condition_not_listed).",
+	}, []string{"upstream", "reason"})
+	reg.MustRegister(m.retries, m.retrySkips)
 	reg.MustRegister(m.requests, m.duration, m.inFlight, m.closes, m.reloads,
 		&poolCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.limits = newLimitMetrics(s)
+	reg.MustRegister(m.limits.collectors()...)
 	return m
 }
 

@@ -12,6 +12,8 @@ type route struct {
 	host     string // lower-case; "" any; "*.x" a wildcard
 	prefix   string
 	upstream *upstream
+	limits   *routeLimits // limit_req rules; nil: none
+	retry    retryPolicy  // proxy_next_upstream rules
 }
 
 // routeTable matches requests to routes the way Nginx picks a server block

@@ -19,6 +19,7 @@ type runtime struct {
 	upstreams map[string]*upstream
 	realIP    *limiter.RealIP // nil: real_ip not configured
 	trust     *limiter.RealIP // whose X-Request-ID and X-Forwarded-Proto count
+	zones     []*limitZone    // limit_req zones, in config order
 
 	requestIDHeader  string // as configured, e.g. X-Request-ID
 	connectTimeout   time.Duration
@@ -34,8 +35,9 @@ type runtime struct {
 
 // upstream is a configured upstream group.
 type upstream struct {
-	name string
-	bal  *balancer
+	name   string
+	bal    *balancer
+	budget *retryBudget
 }
 
 // loopback is whom tollgate trusts for X-Request-ID and X-Forwarded-Proto
@@ -46,8 +48,9 @@ var loopback = limiter.NewRealIP([]netip.Prefix{
 }, "X-Real-Ip", false)
 
 // newRuntime resolves cfg. poolFor returns the connection pool of one server
-// of one upstream, reusing the previous runtime's pool when it exists.
-func newRuntime(cfg *config.Config, poolFor func(up *config.Upstream, addr string) *serverPool) *runtime {
+// of one upstream, reusing the previous runtime's pool when it exists; zones
+// are cfg's limit_req zones in config order (limitState.build).
+func newRuntime(cfg *config.Config, poolFor func(up *config.Upstream, addr string) *serverPool, zones []*limitZone) *runtime {
 	rt := &runtime{
 		cfg:              cfg,
 		upstreams:        map[string]*upstream{},
@@ -74,8 +77,9 @@ func newRuntime(cfg *config.Config, poolFor func(up *config.Upstream, addr strin
 	for i := range cfg.Upstreams {
 		up := &cfg.Upstreams[i]
 		rt.upstreams[up.Name] = &upstream{
-			name: up.Name,
-			bal:  newBalancer(up, func(addr string) *serverPool { return poolFor(up, addr) }),
+			name:   up.Name,
+			bal:    newBalancer(up, func(addr string) *serverPool { return poolFor(up, addr) }),
+			budget: newRetryBudget(up.RetryBudget),
 		}
 	}
 	routes := make([]*route, 0, len(cfg.Routes))
@@ -86,8 +90,11 @@ func newRuntime(cfg *config.Config, poolFor func(up *config.Upstream, addr strin
 			host:     strings.ToLower(rc.Host),
 			prefix:   rc.PathPrefix,
 			upstream: rt.upstreams[rc.Upstream],
+			limits:   newRouteLimits(cfg, rc, zones),
+			retry:    newRetryPolicy(rc),
 		})
 	}
+	rt.zones = zones
 	rt.routes = newRouteTable(routes)
 	return rt
 }

@@ -48,8 +48,9 @@ type Server struct {
 
 	rt atomic.Pointer[runtime]
 
-	mu    sync.Mutex // guards pools and reloads
-	pools map[string]*serverPool
+	mu     sync.Mutex // guards pools, limits.zones and reloads
+	pools  map[string]*serverPool
+	limits limitState // limit_req zones that outlive reloads
 
 	listeners []net.Listener
 	admin     *http.Server
@@ -63,8 +64,13 @@ type Server struct {
 	sessions sync.WaitGroup
 }
 
-// New builds a Server for cfg without opening any socket.
-func New(cfg *config.Config, opts Options) *Server {
+// New builds a Server for cfg without opening any socket. It returns the
+// problems CheckConfig finds in cfg.
+func New(cfg *config.Config, opts Options) (*Server, error) {
+	keys, err := zoneKeys(cfg)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		log:   opts.Log,
 		pools: map[string]*serverPool{},
@@ -86,8 +92,9 @@ func New(cfg *config.Config, opts Options) *Server {
 	}
 	s.closes = newCloseLog(opts.CloseLog, ring, s.metrics.connectionClosed)
 	s.hooks.onUpstreamClose = func(_ *upstreamConn, rec *closeRecord) { s.closes.add(rec) }
-	s.rt.Store(newRuntime(cfg, s.poolFor))
-	return s
+	s.limits.epoch = time.Now()
+	s.rt.Store(newRuntime(cfg, s.poolFor, s.limits.build(cfg, keys, s.metrics.limits)))
+	return s, nil
 }
 
 // poolFor returns the pool of one server, creating it on first use. Called
@@ -226,7 +233,15 @@ func (s *Server) AdminAddr() net.Addr {
 // finish under the old one; pools of servers that stay are kept with their
 // idle connections; pools of removed servers are drained. Listener addresses
 // cannot change without a restart: such a change is logged and ignored.
-func (s *Server) Reload(cfg *config.Config) {
+// limit_req zones whose name, key and size stay keep their state. A config
+// CheckConfig refuses is not applied: Reload returns the problems and
+// counts a failed reload.
+func (s *Server) Reload(cfg *config.Config) error {
+	keys, err := zoneKeys(cfg)
+	if err != nil {
+		s.ReloadFailed()
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.rt.Load()
@@ -237,7 +252,7 @@ func (s *Server) Reload(cfg *config.Config) {
 	next := newRuntime(cfg, func(up *config.Upstream, addr string) *serverPool {
 		used[poolKey(up.Name, addr)] = true
 		return s.poolFor(up, addr)
-	})
+	}, s.limits.build(cfg, keys, s.metrics.limits))
 	s.rt.Store(next)
 	for key, p := range s.pools {
 		if !used[key] {
@@ -249,6 +264,7 @@ func (s *Server) Reload(cfg *config.Config) {
 	for _, w := range config.Warnings(cfg) {
 		s.log.Warn(w)
 	}
+	return nil
 }
 
 // ReloadFailed counts a reload whose config was rejected.

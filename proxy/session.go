@@ -29,6 +29,15 @@ type session struct {
 
 	sentContinue bool
 	bodyErr      error // the client's request body broke off
+
+	lim *admission // limit_req key buffers (admit.go); nil until needed
+
+	// The request body as read so far, kept to send again on a retry
+	// while it fits the route's retry_body_limit.
+	consumed  int64 // body bytes read from the client
+	kept      []byte
+	keepLimit int64
+	keepLost  bool // the body outgrew the limit: it cannot be replayed
 }
 
 // maxDrain bounds how much of an unread request body tollgate reads to keep
@@ -90,6 +99,12 @@ func (ss *session) serveOne() (reason, initiator, cause string) {
 	ss.body.Reset(ss.br, ss.req.ContentLength, ss.req.Chunked)
 
 	keep, why, by, cause := ss.handle(rt)
+	if why != "" && why != reasonDSKeepaliveLimit {
+		// A failure keeps the phase it happened in for the close record
+		// (request_body, response_body, tunnel, …): only a request that
+		// ended cleanly leaves the connection idle.
+		return why, by, cause
+	}
 	c.endRequest(time.Now())
 	switch {
 	case why != "":
@@ -179,6 +194,7 @@ func (b reqBody) Read(p []byte) (int, error) {
 		ss.conn.SetReadDeadline(time.Now().Add(rt.bodyTimeout))
 	}
 	n, err := ss.body.Read(p)
+	ss.keep(p[:n])
 	if err != nil {
 		ss.conn.SetReadDeadline(time.Time{})
 		if err != io.EOF {
@@ -186,4 +202,56 @@ func (b reqBody) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// startKeeping prepares to keep up to limit bytes of the request body for a
+// replay.
+func (ss *session) startKeeping(limit int64) {
+	ss.consumed, ss.kept, ss.keepLimit, ss.keepLost = 0, ss.kept[:0], limit, false
+	if cap(ss.kept) > 1<<20 {
+		ss.kept = nil // do not hold a large buffer on an idle connection
+	}
+}
+
+func (ss *session) keep(p []byte) {
+	ss.consumed += int64(len(p))
+	if ss.keepLost || len(p) == 0 {
+		return
+	}
+	if int64(len(ss.kept)+len(p)) > ss.keepLimit {
+		ss.keepLost, ss.kept = true, ss.kept[:0]
+		return
+	}
+	ss.kept = append(ss.kept, p...)
+}
+
+// replayable reports whether the request can be sent again: nothing of its
+// body was read yet, or all that was read is kept.
+func (ss *session) replayable() bool {
+	return ss.consumed == 0 || !ss.keepLost
+}
+
+// bodyForAttempt is the request body for the next attempt: the kept bytes
+// first, then the rest from the client.
+func (ss *session) bodyForAttempt() io.Reader {
+	if ss.consumed == 0 {
+		return reqBody{ss}
+	}
+	return &replayReader{kept: ss.kept, rest: reqBody{ss}}
+}
+
+// replayReader reads the kept body bytes, then the rest from the client
+// (which keeps keeping them).
+type replayReader struct {
+	kept []byte
+	rest reqBody
+}
+
+func (r *replayReader) Read(p []byte) (int, error) {
+	if len(r.kept) > 0 {
+		n := copy(p, r.kept)
+		r.kept = r.kept[n:]
+		return n, nil
+	}
+	return r.rest.Read(p)
 }

@@ -118,6 +118,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	cfg, err := config.Load(*path)
+	if err == nil {
+		err = proxy.CheckConfig(cfg) // limit_req_zone keys
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%s\n", err)
 		return 1
@@ -150,7 +153,11 @@ func newLogger(stderr io.Writer) *slog.Logger {
 // that fails to load at reload is reported and the running one kept.
 func serve(cfg *config.Config, reload func() (*config.Config, error), opts proxy.Options, log *slog.Logger) int {
 	opts.Log = log
-	srv := proxy.New(cfg, opts)
+	srv, err := proxy.New(cfg, opts)
+	if err != nil {
+		log.Error("config rejected", "error", err.Error())
+		return 1
+	}
 	if err := srv.Start(); err != nil {
 		log.Error("start failed", "error", err)
 		return 1
@@ -172,7 +179,10 @@ func serve(cfg *config.Config, reload func() (*config.Config, error), opts proxy
 				log.Error("reload rejected; the running config stays", "error", err.Error())
 				continue
 			}
-			srv.Reload(next)
+			if err := srv.Reload(next); err != nil {
+				log.Error("reload rejected; the running config stays", "error", err.Error())
+				continue
+			}
 			log.Info("reloaded", "config", next.Path)
 			continue
 		}

@@ -39,10 +39,14 @@ func (b *Body) Reset(br *bufio.Reader, n int64, chunked bool) {
 }
 
 // Done reports whether the body was read to its end.
-func (b *Body) Done() bool { return b.done && b.err == nil }
+func (b *Body) Done() bool { return b.isDone() && b.err == nil }
+
+// isDone reports whether no byte of the body is left; the zero Body, never
+// Reset, has no reader and so no bytes.
+func (b *Body) isDone() bool { return b.done || b.br == nil }
 
 func (b *Body) Read(p []byte) (int, error) {
-	if b.done {
+	if b.isDone() {
 		if b.err != nil {
 			return 0, b.err
 		}

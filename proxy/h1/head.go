@@ -27,33 +27,45 @@ var ErrHeadTooLarge = &Error{Status: 431, Reason: "message head too large"}
 // line) into buf, bounded by limit bytes. It returns io.EOF when the
 // connection ended cleanly before the first byte, io.ErrUnexpectedEOF when
 // it ended inside the head. Leading empty lines are skipped before a start
-// line (RFC 9112 §2.2); a trailer section has none, so there an empty first
-// line ends it.
+// line (RFC 9112 §2.2), counting towards limit so that a stream of them
+// cannot keep the reader busy for ever; a trailer section has none, so there
+// an empty first line ends it.
+//
+// A line longer than br's buffer arrives in pieces; only a whole line can
+// be the empty line that ends the head (RFC 9112 §2.1), never the "\r\n"
+// left of a long one, or the fields after it would be read as the body.
 func readHead(br *bufio.Reader, limit int, buf []byte, startLine bool) ([]byte, error) {
 	buf = buf[:0]
+	skipped := 0   // bytes of empty lines skipped before the start line
+	lineStart := 0 // where in buf the line being read starts
 	for {
-		line, err := br.ReadSlice('\n')
-		if len(buf)+len(line) > limit {
+		piece, err := br.ReadSlice('\n')
+		if skipped+len(buf)+len(piece) > limit {
 			return buf, ErrHeadTooLarge
 		}
 		switch {
 		case err == nil:
 		case errors.Is(err, bufio.ErrBufferFull):
-			buf = append(buf, line...)
+			buf = append(buf, piece...)
 			continue
-		case errors.Is(err, io.EOF) && len(buf) == 0 && len(line) == 0:
+		case errors.Is(err, io.EOF) && len(buf) == 0 && len(piece) == 0:
 			return buf, io.EOF
 		case errors.Is(err, io.EOF):
 			return buf, io.ErrUnexpectedEOF
 		default:
 			return buf, err
 		}
-		if startLine && len(buf) == 0 && (len(line) == 1 || len(line) == 2 && line[0] == '\r') {
-			continue // an empty line before the start line
-		}
-		buf = append(buf, line...)
-		if n := len(line); n == 1 || n == 2 && line[0] == '\r' {
+		buf = append(buf, piece...)
+		line := buf[lineStart:]
+		empty := len(line) == 1 || len(line) == 2 && line[0] == '\r'
+		switch {
+		case empty && startLine && lineStart == 0:
+			skipped += len(line) // an empty line before the start line
+			buf = buf[:0]
+		case empty:
 			return buf, nil
+		default:
+			lineStart = len(buf)
 		}
 	}
 }
@@ -131,9 +143,11 @@ func contentLength(h Header) (int64, error) {
 	n := int64(-1)
 	var bad bool
 	h.Values("Content-Length", func(v string) {
-		for v != "" {
+		// An empty field is no length at all, not an absent one (RFC 9112
+		// §6.3 item 5: an invalid Content-Length is an unrecoverable error).
+		for more := true; more; {
 			var item string
-			item, v, _ = strings.Cut(v, ",")
+			item, v, more = strings.Cut(v, ",")
 			item = strings.TrimSpace(item)
 			m, ok := parseLength(item)
 			if !ok || n >= 0 && m != n {

@@ -70,6 +70,17 @@ func (r *Request) parseRequestLine(line string) error {
 			return badRequest("invalid request target")
 		}
 	}
+	// RFC 9112 §3.2: origin-form starts with "/", absolute-form with a
+	// scheme (checked in parseHost), asterisk-form is OPTIONS only, and
+	// authority-form CONNECT only, which tollgate does not tunnel. Any other
+	// target would be routed as one path and sent upstream as "/".
+	switch {
+	case target[0] == '/':
+	case target == "*" && method == "OPTIONS":
+	case strings.Contains(target, "://"):
+	default:
+		return badRequest("invalid request target")
+	}
 	minor, err := parseVersion(version)
 	if err != nil {
 		return err
@@ -104,11 +115,9 @@ func (r *Request) parseFraming() error {
 	case cl >= 0:
 		r.ContentLength = cl
 	}
-	if r.Minor == 1 {
-		r.KeepAlive = !h.HasToken("Connection", "close")
-	} else {
-		r.KeepAlive = h.HasToken("Connection", "keep-alive")
-	}
+	// "close" wins over "keep-alive" whatever the version (RFC 9112 §9.6).
+	r.KeepAlive = (r.Minor == 1 || h.HasToken("Connection", "keep-alive")) &&
+		!h.HasToken("Connection", "close")
 	if v := h.Get("Expect"); v != "" {
 		if !strings.EqualFold(v, "100-continue") || h.Count("Expect") > 1 {
 			return &Error{Status: 417, Reason: "unsupported expectation"}
@@ -157,7 +166,10 @@ func (r *Request) Path() string {
 	t := r.Target
 	if !strings.HasPrefix(t, "/") {
 		if _, rest, ok := strings.Cut(t, "://"); ok {
-			if i := strings.IndexByte(rest, '/'); i >= 0 {
+			// The authority ends at the first "/" or "?" (RFC 3986 §3.2),
+			// as in OriginTarget: a "/" in the query is not the path, or
+			// the route would be chosen for a path the backend never sees.
+			if i := strings.IndexAny(rest, "/?"); i >= 0 && rest[i] == '/' {
 				t = rest[i:]
 			} else {
 				t = "/"

@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"errors"
 	"strings"
 )
 
@@ -44,6 +45,10 @@ func ReadResponse(br *bufio.Reader, limit int, method string, resp *Response) er
 		return err
 	}
 	if err := parseFields(rest, &resp.Header); err != nil {
+		var he *Error
+		if errors.As(err, &he) {
+			return badResponse(he.Reason)
+		}
 		return badResponse(err.Error())
 	}
 	return resp.parseFraming(method)
@@ -79,11 +84,9 @@ func (resp *Response) parseStatusLine(line string) error {
 
 func (resp *Response) parseFraming(method string) error {
 	h := resp.Header
-	if resp.Minor == 1 {
-		resp.KeepAlive = !h.HasToken("Connection", "close")
-	} else {
-		resp.KeepAlive = h.HasToken("Connection", "keep-alive")
-	}
+	// "close" wins over "keep-alive" whatever the version (RFC 9112 §9.6).
+	resp.KeepAlive = (resp.Minor == 1 || h.HasToken("Connection", "keep-alive")) &&
+		!h.HasToken("Connection", "close")
 	cl, err := contentLength(h)
 	if err != nil {
 		return badResponse("invalid or conflicting Content-Length")
@@ -95,6 +98,11 @@ func (resp *Response) parseFraming(method string) error {
 		return nil
 	}
 	hasTE, chunked, only := transferChunked(h)
+	if hasTE && resp.Minor == 0 {
+		// RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message makes
+		// its framing faulty; close the connection after it.
+		resp.KeepAlive = false
+	}
 	switch {
 	case hasTE && only:
 		resp.Chunked, resp.ContentLength = true, -1
