@@ -20,7 +20,7 @@ type metrics struct {
 
 	retries    *prometheus.CounterVec // upstream, condition
 	retrySkips *prometheus.CounterVec // upstream, reason
-	limits   *limitMetrics          // limit_req (limits_admin.go)
+	limits     *limitMetrics          // limit_req (limits_admin.go)
 }
 
 func newMetrics(s *Server) *metrics {

@@ -42,8 +42,8 @@ type upstreamConn struct {
 	writeTimeout time.Duration
 	// client, when set, is the downstream connection waiting on this
 	// exchange: long reads look whether it left.
-	client *dsConn
-	cancelled  atomic.Bool
+	client    *dsConn
+	cancelled atomic.Bool
 	// readBy, when set, is the deadline of the next read instead of
 	// proxy_read_timeout (the wait for "100 Continue").
 	readBy time.Time
