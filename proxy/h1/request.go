@@ -118,8 +118,10 @@ func (r *Request) parseFraming() error {
 	// "close" wins over "keep-alive" whatever the version (RFC 9112 §9.6).
 	r.KeepAlive = (r.Minor == 1 || h.HasToken("Connection", "keep-alive")) &&
 		!h.HasToken("Connection", "close")
-	if v := h.Get("Expect"); v != "" {
-		if !strings.EqualFold(v, "100-continue") || h.Count("Expect") > 1 {
+	if h.Has("Expect") {
+		// Only a lone "100-continue" is understood (RFC 9110 §10.1.1);
+		// an empty or second Expect field must not slip through unseen.
+		if v := h.Get("Expect"); !strings.EqualFold(v, "100-continue") || h.Count("Expect") > 1 {
 			return &Error{Status: 417, Reason: "unsupported expectation"}
 		}
 		r.ExpectContinue = r.Minor == 1 && r.ContentLength != 0

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"io"
-	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -351,64 +350,6 @@ func TestReadResponseReuse(t *testing.T) {
 	}
 	if resp.Header.Get("Location") != "/x" || resp.Header.Has("Transfer-Encoding") || resp.Header.Has("Link") {
 		t.Errorf("last response's fields = %q", resp.Header)
-	}
-}
-
-// netHTTPRefusedResponses are the validResponses net/http's client refuses,
-// each with net/http's complaint; the comments say why tollgate accepts them.
-var netHTTPRefusedResponses = map[string]string{
-	// RFC 9112 §6.3 item 7: a response with a coding it cannot decode
-	// runs to the connection's close; tollgate passes it on as it is.
-	"coding other than chunked is close-delimited": "unsupported transfer encoding",
-	"chunked, gzip is close-delimited":             "unsupported transfer encoding",
-	// RFC 9112 §6.3 item 1: a 304 has no body whatever its framing says.
-	"304 with gzip, chunked": "unsupported transfer encoding",
-	// RFC 9110 §8.6 allows a list of identical values.
-	"Content-Length list": "bad Content-Length",
-	// net/http's client reads no empty line before a status line.
-	"leading empty line": "malformed HTTP response",
-}
-
-// TestReadResponseMatchesNetHTTP compares the framing decision with
-// net/http's client for what both accept.
-func TestReadResponseMatchesNetHTTP(t *testing.T) {
-	for _, tt := range validResponses {
-		t.Run(tt.name, func(t *testing.T) {
-			r, _, err := readResponseString(tt.raw, tt.method, testHeadLimit)
-			if err != nil {
-				t.Fatal(err)
-			}
-			req := &http.Request{Method: tt.method}
-			std, stdErr := http.ReadResponse(bufio.NewReader(strings.NewReader(tt.raw)), req)
-			_, refused := netHTTPRefusedResponses[tt.name]
-			if refused != (stdErr != nil) {
-				t.Fatalf("net/http err = %v; listed as refused: %v", stdErr, refused)
-			}
-			if refused {
-				return
-			}
-			if r.Status != std.StatusCode || r.Minor != std.ProtoMinor {
-				t.Errorf("status %d 1.%d, net/http %d %s", r.Status, r.Minor, std.StatusCode, std.Proto)
-			}
-			// net/http says 0 for a body-less response and keeps a HEAD's
-			// declared length; compare the body it would read.
-			stdBody, _ := io.ReadAll(std.Body)
-			var body Body
-			br := bufio.NewReader(strings.NewReader(tt.rest))
-			switch {
-			case r.NoBody:
-				body.Reset(br, 0, false)
-			default:
-				body.Reset(br, r.ContentLength, r.Chunked)
-			}
-			ours, _ := io.ReadAll(&body)
-			if string(ours) != string(stdBody) {
-				t.Errorf("body %q, net/http %q", ours, stdBody)
-			}
-			if r.KeepAlive == std.Close && !r.NoBody {
-				t.Errorf("KeepAlive = %v, net/http Close = %v", r.KeepAlive, std.Close)
-			}
-		})
 	}
 }
 

@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"strings"
 	"strconv"
 )
 
@@ -44,8 +45,24 @@ func WriteChunk(bw *bufio.Writer, p []byte) error {
 func WriteLastChunk(bw *bufio.Writer, trailer Header) error {
 	bw.WriteString("0\r\n")
 	for _, f := range trailer {
+		if notInTrailer(f.Name) {
+			continue
+		}
 		WriteField(bw, f.Name, f.Value)
 	}
 	_, err := bw.WriteString("\r\n")
 	return err
+}
+
+// notInTrailer reports whether a field must not travel as a trailer: those
+// that frame, route or manage the message (RFC 9110 §6.5.1), which a
+// recipient could otherwise take for the head's.
+func notInTrailer(name string) bool {
+	for _, n := range [...]string{"Content-Length", "Transfer-Encoding", "Host", "Trailer",
+		"TE", "Connection", "Keep-Alive", "Upgrade", "Proxy-Connection", "Content-Type", "Content-Encoding", "Authorization", "Set-Cookie", "Cookie"} {
+		if strings.EqualFold(name, n) {
+			return true
+		}
+	}
+	return false
 }
