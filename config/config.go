@@ -83,6 +83,19 @@ type Config struct {
 	// Default 60s (Nginx). Zero: no limit.
 	ProxySendTimeout Duration `yaml:"proxy_send_timeout"`
 
+	// MaxConnections caps the client connections served at once. A
+	// connection over the cap gets its first request answered 503 with
+	// Connection: close (close reason ds_conn_limit), never a reset.
+	// Default 0: no cap.
+	MaxConnections int `yaml:"max_connections"`
+
+	// EdgeProxyReadTimeout is the edge's own proxy_read_timeout (Nginx's
+	// default 60s). A client that gives up on a request after about that
+	// long is most likely the edge timing out: its close record is flagged
+	// edge_timeout_suspected, and Nginx logged "upstream timed out" and
+	// answered 504 itself. Default 60s. Zero: the default.
+	EdgeProxyReadTimeout Duration `yaml:"edge_proxy_read_timeout"`
+
 	// ShutdownTimeout is how long a graceful shutdown waits for in-flight
 	// requests before closing what is left. Default 30s. Zero: the default.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
@@ -91,6 +104,10 @@ type Config struct {
 	// peers (see TrustedPeer), generated otherwise, passed upstream and
 	// logged. Default X-Request-ID. Empty: the default.
 	RequestIDHeader string `yaml:"request_id_header"`
+
+	// Readiness configures what /readyz requires (resilience.go). Default:
+	// only a started process.
+	Readiness Readiness `yaml:"readiness"`
 
 	// Path is the file this config was loaded from; empty for built-ins.
 	Path string `yaml:"-"`
@@ -169,6 +186,33 @@ type Upstream struct {
 	// RetryBudget caps the retries of requests to this upstream. Default:
 	// 20 % of requests plus 10 per second over 10s.
 	RetryBudget *RetryBudget `yaml:"retry_budget"`
+
+	// AdaptiveConcurrency limits the requests in flight to the upstream,
+	// adaptively, with a short queue and 503 shedding (adaptive.go). Nil
+	// (not written) or enabled: false: no limit.
+	AdaptiveConcurrency *AdaptiveConcurrency `yaml:"adaptive_concurrency"`
+
+	// Breaker configures a circuit breaker per server (resilience.go). On
+	// with its defaults when not written. Never nil after Load; nil (in
+	// code-built configs) means no breakers.
+	Breaker *Breaker `yaml:"breaker"`
+
+	// HealthCheck turns on active health checks of every server. Nil: no
+	// active checks.
+	HealthCheck *HealthCheck `yaml:"health_check"`
+
+	// SlowStart ramps a server's weight linearly from a tenth to its full
+	// weight over this time after it comes back (breaker closed, health
+	// check or passive health recovered), as Nginx Plus slow_start.
+	// Default 0: off.
+	SlowStart Duration `yaml:"slow_start"`
+
+	// PanicThreshold is a percentage: when fewer of the non-down primary
+	// servers are healthy and no backup can take the traffic, requests go
+	// to all of them regardless of health and breakers rather than
+	// overload the survivors or fail (Envoy's panic threshold). Default 50.
+	// Zero: off, Nginx's behaviour.
+	PanicThreshold int `yaml:"panic_threshold"`
 
 	// Keepalive is the most idle connections kept per server. Default 32
 	// (Nginx has no pool unless configured; a sidecar always wants one).

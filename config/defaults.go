@@ -65,6 +65,7 @@ func applyDefaults(c *Config, written nodeIndex) {
 	}
 	setInt64(&c.LargeClientHeaderSize.Bytes, defaultLargeHeaderSize)
 	setDuration(&c.ShutdownTimeout, defaultShutdownTimeout)
+	setDuration(&c.EdgeProxyReadTimeout, defaultTimeout)
 	setString(&c.RequestIDHeader, defaultRequestIDHeader)
 	if c.RealIP != nil {
 		setString(&c.RealIP.RealIPHeader, defaultRealIPHeader)
@@ -85,6 +86,8 @@ func upstreamDefaults(u *Upstream, path string, written nodeIndex) {
 		u.Balance = BalanceRoundRobin
 	}
 	retryBudgetDefaults(u)
+	resilienceDefaults(u, path, written)
+	adaptiveDefaults(u, path, written)
 	setPointer(&u.Keepalive, defaultUpstreamKeepalive)
 	setDuration(&u.KeepaliveTimeout, defaultUpstreamKeepaliveTimeout)
 	if u.KeepaliveRequests == 0 {

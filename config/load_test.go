@@ -81,6 +81,8 @@ func TestDefaults(t *testing.T) {
 			KeepaliveRequests: 1000,
 			KeepaliveTime:     sec(3600),
 			RetryBudget:       &RetryBudget{Percent: ptr(20), MinPerSecond: ptr(10), Window: sec(10)},
+			Breaker:           defaultBreaker(),
+			PanicThreshold:    50,
 		}},
 		Routes: []Route{{
 			PathPrefix:        "/",
@@ -101,6 +103,7 @@ func TestDefaults(t *testing.T) {
 		ProxyReadTimeout:      sec(60),
 		ProxySendTimeout:      sec(60),
 		ShutdownTimeout:       sec(30),
+		EdgeProxyReadTimeout:  sec(60),
 		RequestIDHeader:       "X-Request-ID",
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -199,6 +202,8 @@ func TestFull(t *testing.T) {
 			KeepaliveRequests: 50,
 			KeepaliveTime:     sec(600),
 			RetryBudget:       &RetryBudget{Percent: ptr(20), MinPerSecond: ptr(10), Window: sec(10)},
+			Breaker:           defaultBreaker(),
+			PanicThreshold:    50,
 		}},
 		Routes: []Route{{
 			Host:       "*.example.com",
@@ -225,6 +230,7 @@ func TestFull(t *testing.T) {
 		ProxyReadTimeout:      sec(120),
 		ProxySendTimeout:      sec(90),
 		ShutdownTimeout:       sec(90),
+		EdgeProxyReadTimeout:  sec(60),
 		RequestIDHeader:       "X-Trace-ID",
 	}
 	if !reflect.DeepEqual(got, want) {

@@ -52,6 +52,7 @@ func (v *validator) errorf(path, format string, args ...any) {
 }
 
 func (v *validator) listeners(c *Config) {
+	v.nonNegative("max_connections", c.MaxConnections)
 	seen := map[string]string{}
 	for i, l := range c.Listen {
 		path := fmt.Sprintf("listen[%d].addr", i)
@@ -174,6 +175,8 @@ func (v *validator) upstreams(ups []Upstream) {
 		v.nonNegative(path+".keepalive", *u.Keepalive)
 		v.nonNegative(path+".keepalive_requests", u.KeepaliveRequests)
 		v.retryBudget(path, u.RetryBudget)
+		v.resilience(path, &u)
+		v.adaptive(path, u.AdaptiveConcurrency)
 		primary := 0
 		for j, s := range u.Servers {
 			v.server(fmt.Sprintf("%s.servers[%d]", path, j), s)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -13,14 +14,20 @@ import (
 // try runs one attempt on server p. It returns nil once the client has its
 // answer, else the failure, for forward to decide on another attempt.
 func (ss *session) try(rt *runtime, st *requestState, rr *retryRun, p *peer) *failure {
+	if p == circuitOpen {
+		ss.shedCircuitOpen(st)
+		return nil
+	}
 	now := time.Now()
 	bal := st.route.upstream.bal
+	tk := bal.begin(p) // the breaker's admission; reported once the attempt ends
 	ss.conn.setPhase(phaseResponseHeaders)
 	c, err := p.pool.get(context.Background(), now, rt.connectTimeout)
 	if err != nil {
 		f := classifyAttempt(err, nil)
 		bal.done(p, time.Now(), f.serverFault)
 		st.attempts = append(st.attempts, attempt{addr: p.addr, reason: f.reason, duration: time.Since(now)})
+		p.report(tk, &st.attempts[len(st.attempts)-1])
 		ss.s.closes.add(dialRecord(p.pool, f.reason, err, st.fwd.requestID))
 		return &f
 	}
@@ -29,20 +36,25 @@ func (ss *session) try(rt *runtime, st *requestState, rr *retryRun, p *peer) *fa
 	*x = exchange{c: c, req: &ss.req, body: ss.bodyForAttempt(), trailer: &ss.body.Trailer,
 		fwd: &st.fwd, upgrade: ss.req.Upgrade, buf: st.buf, early: ss}
 	if err := x.roundTrip(); err != nil {
-		return ss.attemptFailed(st, p, c, x, err, now)
+		f := ss.attemptFailed(st, p, c, x, err, now)
+		p.report(tk, &st.attempts[len(st.attempts)-1])
+		return f
 	}
 	resp := &c.resp
 	st.attempts = append(st.attempts, attempt{addr: p.addr, status: resp.Status, duration: time.Since(now)})
 	if f := ss.retryOnStatus(st, rr, p, c); f != nil {
+		p.report(tk, &st.attempts[len(st.attempts)-1])
 		return f
 	}
 	if resp.Status == 101 && x.upgrade != "" {
 		bal.done(p, time.Now(), false)
+		p.report(tk, &st.attempts[len(st.attempts)-1])
 		ss.tunnel(st, c)
 		return nil
 	}
 	clean := ss.writeResponse(st, c)
 	bal.done(p, time.Now(), false)
+	p.report(tk, &st.attempts[len(st.attempts)-1]) // after the body: the exchange really ended
 	switch {
 	case !clean:
 	case !resp.KeepAlive || x.bodyUnsent:
@@ -83,6 +95,11 @@ func (ss *session) retryOnStatus(st *requestState, rr *retryRun, p *peer, c *ups
 		}
 		wait = w
 	}
+	// mayRetry sees this attempt counted, as forward counts a failed
+	// one: a response on the last try goes to the client (Nginx retries
+	// only while u->peer.tries > 1, ngx_http_upstream_test_next).
+	rr.tries++
+	rr.tried = append(rr.tried, p)
 	if why := ss.mayRetry(st, rr, cnd, true); why != "" {
 		ss.skipRetry(st, why)
 		return nil
@@ -119,15 +136,20 @@ func (ss *session) attemptFailed(st *requestState, p *peer, c *upstreamConn, x *
 	if errors.As(err, &cbe) || errors.Is(err, errCancelled) {
 		// The client went away (or its body broke off): the backend did
 		// nothing wrong, and the upstream close says who caused it.
-		dsReason := reasonDSAbortBeforeResp
+		dsReason, status := reasonDSAbortBeforeResp, statusClientClosed
 		if cbe != nil {
 			dsReason = readFailure(cbe.err, phaseRequestBody, false)
+			if dsReason == reasonDSBodyTimeout {
+				status = http.StatusRequestTimeout // Nginx logs 408
+			}
+		} else if edgeTimeoutSuspected(time.Since(st.start), ss.s.rt.Load().edgeReadTimeout) {
+			ss.conn.flagEdgeTimeout()
 		}
 		c.closeCaused(reasonCancelledByDS, ss.conn.connID())
 		bal.done(p, time.Now(), false)
 		st.attempts = append(st.attempts, attempt{addr: p.addr, reason: reasonCancelledByDS, duration: time.Since(start)})
 		st.dsReason, st.dsCause = dsReason, ""
-		return &failure{reason: reasonCancelledByDS, status: statusClientClosed}
+		return &failure{reason: reasonCancelledByDS, status: status}
 	}
 	f := classifyAttempt(err, c)
 	c.close(f.reason)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -165,6 +166,46 @@ func expectNoCause(t testing.TB, rec closeRecord) {
 	if rec.CauseConnID != "" {
 		t.Errorf("%s %s: cause_conn_id %q, want none: its own peer ended it", rec.Side, rec.Reason, rec.CauseConnID)
 	}
+}
+
+// wantClose is the classification rec carries, to compare another record's
+// cause with.
+func (rec closeRecord) wantClose() wantClose {
+	return wantClose{rec.Side, rec.Reason, rec.Initiator, rec.Kind, rec.Phase}
+}
+
+// failedGet does one GET of path through p and checks the status and
+// Proxy-Status tollgate answered in place of the backend.
+func failedGet(t testing.TB, p *closeProxy, path string, status int, proxyErr, reason string) {
+	t.Helper()
+	rc := dialRaw(t, p.Addr)
+	rc.send(t, "GET "+path+" HTTP/1.1\r\nHost: h\r\n\r\n")
+	resp, _ := rc.response(t, "GET")
+	want := fmt.Sprintf("tollgate; error=%s; details=%q", proxyErr, reason)
+	if resp.StatusCode != status || resp.Header.Get("Proxy-Status") != want {
+		t.Errorf("client got %d Proxy-Status %q, want %d %q", resp.StatusCode, resp.Header.Get("Proxy-Status"), status, want)
+	}
+}
+
+// getCloses fetches /debug/closes with query and returns (side, request_id)
+// of each record, in the order served.
+func getCloses(t testing.TB, p *closeProxy, query string) []string {
+	t.Helper()
+	resp, err := http.Get(p.Admin + "/debug/closes" + query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var recs []closeRecord
+	if err := json.Unmarshal(raw, &recs); err != nil || recs == nil {
+		t.Fatalf("/debug/closes%s: %v, want a JSON array:\n%s", query, err, raw)
+	}
+	out := []string{}
+	for _, r := range recs {
+		out = append(out, r.Side[:1]+":"+r.RequestID)
+	}
+	return out
 }
 
 // --- Client-side fault helpers ---

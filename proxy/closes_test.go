@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -74,12 +76,6 @@ func TestCloseDSClientAbortBeforeResponse(t *testing.T) {
 			}
 		})
 	}
-}
-
-// wantClose is the classification rec carries, to compare another record's
-// cause with.
-func (rec closeRecord) wantClose() wantClose {
-	return wantClose{rec.Side, rec.Reason, rec.Initiator, rec.Kind, rec.Phase}
 }
 
 func TestCloseDSClientAbortRequestBody(t *testing.T) {
@@ -275,19 +271,6 @@ func TestCloseDSTunnelClosed(t *testing.T) {
 
 // --- Upstream (tollgate ↔ backend) ---
 
-// failedGet does one GET of path through p and checks the status and
-// Proxy-Status tollgate answered in place of the backend.
-func failedGet(t testing.TB, p *closeProxy, path string, status int, proxyErr, reason string) {
-	t.Helper()
-	rc := dialRaw(t, p.Addr)
-	rc.send(t, "GET "+path+" HTTP/1.1\r\nHost: h\r\n\r\n")
-	resp, _ := rc.response(t, "GET")
-	want := fmt.Sprintf("tollgate; error=%s; details=%q", proxyErr, reason)
-	if resp.StatusCode != status || resp.Header.Get("Proxy-Status") != want {
-		t.Errorf("client got %d Proxy-Status %q, want %d %q", resp.StatusCode, resp.Header.Get("Proxy-Status"), status, want)
-	}
-}
-
 // TestCloseUSBeforeHeaders covers the backend faults tollgate answers with
 // 502/504 in place of a response.
 func TestCloseUSBeforeHeaders(t *testing.T) {
@@ -402,6 +385,14 @@ func TestCloseUSIdleClosedByPeer(t *testing.T) {
 	p := startProxyWithCloses(t, upstreamYAML(b.Addr))
 	getN(t, p.URL+"/first", 1, "one")
 	awaitSignal(t, closed, "the backend to close its idle connection")
+	// tollgate's idle clock starts a little after the backend's: wait until
+	// its connection is idle long enough to be peeked at before reuse, or
+	// the request would race the FIN (us_reused_conn_closed, retried).
+	pool := poolOf(p.testProxy, "app", 0)
+	pool.mu.Lock()
+	idleSince := pool.idle[0].idleSince
+	pool.mu.Unlock()
+	time.Sleep(time.Until(idleSince.Add(peekAfterIdle)))
 	getN(t, p.URL+"/second", 1, "one")
 	rec := p.expect(t, upstreamClose("us_idle_closed_by_peer", "peer", "fin", "idle"))
 	if rec.IdleMs < 50 {
@@ -535,27 +526,6 @@ func TestCloseMetric(t *testing.T) {
 	}
 }
 
-// getCloses fetches /debug/closes with query and returns (side, request_id)
-// of each record, in the order served.
-func getCloses(t testing.TB, p *closeProxy, query string) []string {
-	t.Helper()
-	resp, err := http.Get(p.Admin + "/debug/closes" + query)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var recs []closeRecord
-	if err := json.Unmarshal(raw, &recs); err != nil || recs == nil {
-		t.Fatalf("/debug/closes%s: %v, want a JSON array:\n%s", query, err, raw)
-	}
-	out := []string{}
-	for _, r := range recs {
-		out = append(out, r.Side[:1]+":"+r.RequestID)
-	}
-	return out
-}
-
 func TestCloseDebugEndpoint(t *testing.T) {
 	p := startCloseProxy(t, upstreamYAML(refusingAddr(t)), 5)
 	// Each request leaves two records, in order: the refused connect, then
@@ -633,5 +603,47 @@ func TestCloseRecordJSON(t *testing.T) {
 		if tcp, _ := m["tcp"].(map[string]any); tcp["state"] != "CLOSE_WAIT" {
 			t.Errorf("tcp %v, want state CLOSE_WAIT: the backend sent its FIN first", m["tcp"])
 		}
+	}
+}
+
+// TestCloseDSConnLimit: a connection over max_connections gets its request
+// answered 503 with Connection: close and Proxy-Status, and its close is
+// ds_conn_limit, not a reset.
+func TestCloseDSConnLimit(t *testing.T) {
+	b := namedBackend(t, "ok")
+	p := startProxyWithCloses(t, "max_connections: 1\n"+upstreamYAML(b.Addr))
+	first, err := net.Dial("tcp", p.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	io.WriteString(first, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(first), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first connection: %v %v", resp, err)
+	}
+	resp, _ := rawRequest(t, p.Addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp.StatusCode != 503 || !resp.Close ||
+		resp.Header.Get("Proxy-Status") != `tollgate; error=connection_limit_reached; details="max_connections"` {
+		t.Fatalf("second connection: %d close=%v Proxy-Status %q", resp.StatusCode, resp.Close, resp.Header.Get("Proxy-Status"))
+	}
+	p.expect(t, downstreamClose(reasonDSConnLimit, byProxy, kindFIN, "idle"))
+}
+
+// TestCloseEdgeTimeoutSuspected: a client that gives up about when the
+// edge's proxy_read_timeout fires is flagged, so the 504 Nginx logged
+// itself can be told from a client that went away.
+func TestCloseEdgeTimeoutSuspected(t *testing.T) {
+	backend := stallingBackend(t)
+	p := startProxyWithCloses(t, "edge_proxy_read_timeout: 2s\n"+upstreamYAML(backend))
+	c, err := net.Dial("tcp", p.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(1500 * time.Millisecond) // inside (edge-1s, edge+1s)
+	c.Close()
+	rec := p.expect(t, downstreamClose(reasonDSAbortBeforeResp, byPeer, kindFIN, "response_headers"))
+	if !rec.EdgeTimeoutSuspected {
+		t.Errorf("record not flagged edge_timeout_suspected: %+v", rec)
 	}
 }

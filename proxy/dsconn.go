@@ -52,6 +52,9 @@ type dsConn struct {
 	requestID string
 	idleSince time.Time
 	closed    bool
+	// edgeTimeout flags a client abort timed like the edge's own
+	// proxy_read_timeout.
+	edgeTimeout bool
 }
 
 func (s *Server) newDSConn(tc *net.TCPConn) *dsConn {
@@ -170,6 +173,7 @@ func (c *dsConn) record(reason, initiator, cause string) *closeRecord {
 		rec.Error = c.lastErr.Error()
 		rec.Errno = errnoName(c.lastErr)
 	}
+	rec.EdgeTimeoutSuspected = c.edgeTimeout
 	return rec
 }
 
@@ -288,10 +292,16 @@ func writeFailure(err error) string {
 	}
 }
 
-// edgeTimeoutSuspected reports whether a client abort came when Nginx's
-// default proxy_read_timeout (60s) would have fired: then Nginx logged its
-// own "upstream timed out" and answered 504.
-func edgeTimeoutSuspected(elapsed time.Duration) bool {
-	const edge = 60 * time.Second
-	return elapsed > edge-time.Second && elapsed < edge+time.Second
+// edgeTimeoutSuspected reports whether a client abort came when the edge's
+// proxy_read_timeout would have fired (within a second either way): then
+// Nginx logged its own "upstream timed out" and answered 504.
+func edgeTimeoutSuspected(elapsed, edge time.Duration) bool {
+	return edge > 0 && elapsed > edge-time.Second && elapsed < edge+time.Second
+}
+
+// flagEdgeTimeout marks the coming close record edge_timeout_suspected.
+func (c *dsConn) flagEdgeTimeout() {
+	c.mu.Lock()
+	c.edgeTimeout = true
+	c.mu.Unlock()
 }

@@ -130,10 +130,15 @@ func (ss *session) forward(rt *runtime, st *requestState) {
 		}
 		f := ss.try(rt, st, rr, p)
 		if f == nil {
+			if st.dsReason == reasonDSUpstreamAbort {
+				// The backend failed after the head reached the client:
+				// never retried, and the audit says why.
+				ss.skipRetry(st, skipResponseStarted)
+			}
 			return // answered
 		}
 		if f.reason == reasonCancelledByDS {
-			st.status = statusClientClosed
+			st.status = f.status // 499, or 408 for a body that timed out
 			return
 		}
 		last = f
@@ -144,9 +149,11 @@ func (ss *session) forward(rt *runtime, st *requestState) {
 			rr.freeUsed = true
 			continue
 		}
-		rr.tries++
-		rr.tried = append(rr.tried, p)
 		if !f.approved {
+			// A retry on a listed status was counted by retryOnStatus,
+			// which asked mayRetry before dropping the response.
+			rr.tries++
+			rr.tried = append(rr.tried, p)
 			f.cond = failureCond(f)
 			if why := ss.mayRetry(st, rr, f.cond, f.sent); why != "" {
 				ss.skipRetry(st, why)

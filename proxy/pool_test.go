@@ -229,6 +229,13 @@ func TestPoolBackendClosesIdle(t *testing.T) {
 	p := startProxy(t, upstreamYAML(b.Addr))
 	getN(t, p.URL+"/first", 1, "one")
 	awaitSignal(t, closed, "the backend to close its idle connection")
+	// tollgate's idle clock starts a little after the backend's: wait
+	// until the pooled conn has idled long enough to be peeked at.
+	pool := poolOf(p, "app", 0)
+	pool.mu.Lock()
+	idleSince := pool.idle[0].idleSince
+	pool.mu.Unlock()
+	time.Sleep(time.Until(idleSince.Add(peekAfterIdle + time.Millisecond)))
 	getN(t, p.URL+"/second", 1, "one")
 
 	m := scrape(t, p)

@@ -31,6 +31,8 @@ type runtime struct {
 	keepaliveTimeout time.Duration // 0: no keep-alive
 	keepaliveReqs    int
 	headerLimit      int // large_client_header_size
+	maxConns         int // max_connections; 0: no cap
+	edgeReadTimeout  time.Duration
 }
 
 // upstream is a configured upstream group.
@@ -65,6 +67,8 @@ func newRuntime(cfg *config.Config, poolFor func(up *config.Upstream, addr strin
 		keepaliveTimeout: cfg.KeepaliveTimeout.Duration,
 		keepaliveReqs:    cfg.KeepaliveRequests,
 		headerLimit:      int(cfg.LargeClientHeaderSize.Bytes),
+		maxConns:         cfg.MaxConnections,
+		edgeReadTimeout:  cfg.EdgeProxyReadTimeout.Duration,
 	}
 	if ri := cfg.RealIP; ri != nil {
 		prefixes := make([]netip.Prefix, len(ri.SetRealIPFrom))

@@ -52,6 +52,9 @@ type Server struct {
 	pools  map[string]*serverPool
 	limits limitState // limit_req zones that outlive reloads
 
+	// checks runs the active health checks (health.go).
+	checks healthChecks
+
 	listeners []net.Listener
 	admin     *http.Server
 	adminLn   net.Listener
@@ -106,6 +109,7 @@ func (s *Server) poolFor(up *config.Upstream, addr string) *serverPool {
 		return p
 	}
 	p := newServerPool(up.Name, addr, limitsOf(up), &s.hooks)
+	p.guard = newServerGuard(up.Name, addr, p, s.log)
 	s.pools[key] = p
 	return p
 }
@@ -138,6 +142,7 @@ func (s *Server) Start() error {
 	}
 	s.wg.Add(1)
 	go s.sweepLoop()
+	s.checks.start(s.rt.Load())
 	s.ready.Store(true)
 	for _, w := range config.Warnings(cfg) {
 		s.log.Warn(w)
@@ -176,8 +181,9 @@ func (s *Server) acceptLoop(ln net.Listener) {
 	}
 }
 
-// track adds or removes a connection from the set Shutdown closes.
-func (s *Server) track(c *dsConn, add bool) {
+// track adds or removes a connection from the set Shutdown closes. Adding
+// reports how many connections are open with this one.
+func (s *Server) track(c *dsConn, add bool) int {
 	s.connsMu.Lock()
 	defer s.connsMu.Unlock()
 	if add {
@@ -185,6 +191,7 @@ func (s *Server) track(c *dsConn, add bool) {
 	} else {
 		delete(s.conns, c)
 	}
+	return len(s.conns)
 }
 
 // closeConns closes the tracked connections, only the idle ones unless all.
@@ -254,6 +261,7 @@ func (s *Server) Reload(cfg *config.Config) error {
 		return s.poolFor(up, addr)
 	}, s.limits.build(cfg, keys, s.metrics.limits))
 	s.rt.Store(next)
+	s.checks.sync(next) // stops the checks of removed servers
 	for key, p := range s.pools {
 		if !used[key] {
 			p.retire()
@@ -316,6 +324,7 @@ wait:
 		}
 	}
 	close(s.done)
+	s.checks.stop()
 	s.mu.Lock()
 	for _, p := range s.pools {
 		p.closeIdle(reasonServerDrained)

@@ -54,8 +54,12 @@ func (s *Server) serveConn(c *dsConn) {
 		ss.peer = ap.Addr().Unmap()
 		ss.peerText = ss.peer.String()
 	}
-	s.track(c, true)
+	open := s.track(c, true)
 	defer s.track(c, false)
+	if max := s.rt.Load().maxConns; max > 0 && open > max {
+		ss.refuseOverCap()
+		return
+	}
 	for {
 		reason, initiator, cause := ss.serveOne()
 		if reason != "" {
@@ -139,6 +143,32 @@ func (ss *session) waitRequest(rt *runtime) error {
 	}
 	_, err := ss.br.Peek(1)
 	return err
+}
+
+// refuseOverCap answers a connection over max_connections: its first
+// request gets 503 with Connection: close, so the client sees an answer
+// rather than a reset (the request head is read first: closing with unread
+// input would make the kernel send RST).
+func (ss *session) refuseOverCap() {
+	rt := ss.s.rt.Load()
+	if d := rt.headerTimeout; d > 0 {
+		ss.conn.SetReadDeadline(time.Now().Add(d))
+	}
+	if err := h1.ReadRequest(ss.br, rt.headerLimit, &ss.req); err == nil {
+		ss.rw.reset(ss.bw, ss.conn, rt.writeTimeout, ss.req.Method == "HEAD", ss.req.Minor, false)
+		body := "Service Unavailable\n"
+		ss.rw.writeHead(&headSpec{status: 503, reason: "Service Unavailable", contentLength: int64(len(body)),
+			extra: []h1.Field{
+				{Name: "Content-Type", Value: "text/plain; charset=utf-8"},
+				{Name: "Retry-After", Value: "1"},
+				{Name: "Proxy-Status", Value: `tollgate; error=connection_limit_reached; details="max_connections"`},
+			}})
+		ss.rw.Write([]byte(body))
+		ss.rw.finish(nil)
+		ss.conn.CloseWrite()
+	}
+	ss.s.logBadRequest(ss, 503, "max_connections reached")
+	ss.conn.closeWith(reasonDSConnLimit, "", "")
 }
 
 // answerBadRequest answers a request tollgate cannot parse with its status
