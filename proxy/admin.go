@@ -23,6 +23,10 @@ func (s *Server) adminHandler() http.Handler {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
+		if why := s.unready(); why != "" { // readiness.require_healthy_upstreams
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
 		w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
@@ -50,6 +54,9 @@ type serverView struct {
 	Open     int64  `json:"conns_open"`
 	Idle     int    `json:"conns_idle"`
 	Dials    int64  `json:"dials"`
+
+	// Health, breaker and effective weight (breakers.go).
+	resilienceView
 }
 
 type upstreamView struct {
@@ -78,6 +85,7 @@ func (s *Server) serveUpstreams(w http.ResponseWriter, r *http.Request) {
 			uv.Servers[j].Open = p.pool.open.Load()
 			uv.Servers[j].Idle = p.pool.idleCount()
 			uv.Servers[j].Dials = p.pool.dials.Load()
+			uv.Servers[j].resilienceView = up.bal.resilienceOf(p, now)
 		}
 		out = append(out, uv)
 	}

@@ -4,12 +4,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tollgate-proxy/tollgate/breaker"
 	"github.com/tollgate-proxy/tollgate/config"
 )
 
 // peer is one upstream server as the balancer sees it: its configuration,
 // its share of the smooth weighted round robin, its in-flight count (for
-// max_conns and least_conn) and Nginx's passive-health counters.
+// max_conns and least_conn) and Nginx's passive-health counters. Its breaker,
+// active health and slow-start ramp are in guard, which outlives reloads.
 //
 // All mutable fields are guarded by the owning balancer's mutex.
 type peer struct {
@@ -21,9 +23,11 @@ type peer struct {
 	down     bool
 	backup   bool
 
-	pool *serverPool // pooled connections; shared across reloads
+	pool  *serverPool  // pooled connections; shared across reloads
+	guard *serverGuard // breaker, health, ramp; shared across reloads
 
 	current int // smooth WRR running weight (RR:521-596)
+	eff     int // effective weight of the pick in progress, weightScale units
 	active  int // requests in flight to this server
 
 	// Passive health, ngx_http_upstream_round_robin.c: fails counts
@@ -32,11 +36,23 @@ type peer struct {
 	fails    int
 	accessed time.Time
 	checked  time.Time
+
+	// tickets are the breaker admissions of picks whose attempt has not
+	// started: pick pushes one per pick, begin pops it.
+	tickets []breaker.Ticket
 }
 
+// weightScale multiplies configured weights, so that slow start can give a
+// server a tenth of weight 1. Smooth WRR picks the same sequence for weights
+// scaled by a constant.
+const weightScale = 100
+
 // balancer picks servers of one upstream: Nginx's smooth weighted round robin
-// (or least_conn) over the primaries, then over the backups when no primary
-// is usable.
+// (or least_conn) over the usable primaries, then over the backups when no
+// primary is usable. A server is usable when it is not down, not failed by
+// passive health, its breaker admits the request and its active health check
+// has not found it unhealthy. Below the panic threshold, health and breakers
+// are ignored.
 //
 // A balancer is safe for concurrent use.
 type balancer struct {
@@ -47,11 +63,22 @@ type balancer struct {
 	// lone is true for one primary and no backups: Nginx then ignores
 	// max_fails entirely (the server is always tried).
 	lone bool
+	// panicPct is the panic threshold in percent; 0: off.
+	panicPct int
+	// slowStart is the weight ramp after a server comes back; 0: off.
+	slowStart time.Duration
+	// cand holds the candidates of the pick in progress.
+	cand []*peer
 }
 
 func newBalancer(up *config.Upstream, poolFor func(addr string) *serverPool) *balancer {
-	b := &balancer{leastConn: up.Balance == config.BalanceLeastConn}
+	b := &balancer{
+		leastConn: up.Balance == config.BalanceLeastConn,
+		panicPct:  up.PanicThreshold,
+		slowStart: up.SlowStart.Duration,
+	}
 	for _, s := range up.Servers {
+		pool := poolFor(s.Addr)
 		p := &peer{
 			addr:     s.Addr,
 			weight:   s.Weight,
@@ -60,8 +87,10 @@ func newBalancer(up *config.Upstream, poolFor func(addr string) *serverPool) *ba
 			maxConns: s.MaxConns,
 			down:     s.Down,
 			backup:   s.Backup,
-			pool:     poolFor(s.Addr),
+			pool:     pool,
+			guard:    guardOf(pool, up.Name, s.Addr),
 		}
+		p.guard.configure(up)
 		if s.Backup {
 			b.backup = append(b.backup, p)
 		} else {
@@ -72,99 +101,160 @@ func newBalancer(up *config.Upstream, poolFor func(addr string) *serverPool) *ba
 	return b
 }
 
+// circuitOpen is what pick returns for a first attempt when servers are
+// left out only because their breakers are open: try answers 503.
+var circuitOpen = &peer{addr: "circuit-open"}
+
 // pick returns the server for the next attempt, skipping those in tried,
-// and counts the request as in flight on it. It returns nil when no server
-// is usable: Nginx's "no live upstreams".
+// and counts the request as in flight on it; the attempt takes its breaker
+// ticket with begin. It returns nil when no server is usable (Nginx's "no
+// live upstreams"), or circuitOpen when breakers refused every server.
 func (b *balancer) pick(now time.Time, tried []*peer) *peer {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	p := b.pickFrom(b.primary, now, tried)
-	if p == nil {
-		p = b.pickFrom(b.backup, now, tried)
+	healthy, total := b.survey(now)
+	if b.panicPct > 0 && healthy*100 < b.panicPct*total && !b.anyUsable(b.backup, now, tried) {
+		// Panic: too few healthy primaries and no backup to take over.
+		if p := b.choose(b.primary, now, tried, true, nil); p != nil {
+			return p
+		}
 	}
-	if p != nil {
-		p.active++
+	b.countSheds(now)
+	refused := false
+	if p := b.choose(b.primary, now, tried, false, &refused); p != nil {
+		return p
 	}
-	return p
+	if p := b.choose(b.backup, now, tried, false, &refused); p != nil {
+		return p
+	}
+	if refused && len(tried) == 0 {
+		return circuitOpen
+	}
+	return nil
 }
 
-func (b *balancer) pickFrom(peers []*peer, now time.Time, tried []*peer) *peer {
+// choose picks among peers by smooth WRR or least_conn, admits the request
+// through the winner's breaker (unless ignoreHealth) and commits the pick.
+// A winner whose breaker refuses is left out and the choice made again;
+// refused records that it happened.
+func (b *balancer) choose(peers []*peer, now time.Time, tried []*peer, ignoreHealth bool, refused *bool) *peer {
+	var skipA [4]*peer
+	skip := skipA[:0]
+	for {
+		best := b.candidates(peers, now, tried, skip, ignoreHealth, refused)
+		if best == nil {
+			return nil
+		}
+		tk, ok := b.admit(best, ignoreHealth)
+		if !ok {
+			skip = append(skip, best)
+			if refused != nil {
+				*refused = true
+			}
+			continue
+		}
+		b.commit(best, now)
+		best.active++
+		best.tickets = append(best.tickets, tk)
+		return best
+	}
+}
+
+// candidates fills b.cand with the usable peers and returns the one smooth
+// WRR (or least_conn) would pick, without changing any state.
+func (b *balancer) candidates(peers []*peer, now time.Time, tried, skip []*peer, ignoreHealth bool, refused *bool) *peer {
+	b.cand = b.cand[:0]
+	for _, p := range peers {
+		if !b.usable(p, now, tried, ignoreHealth, refused) || contains(skip, p) {
+			continue
+		}
+		p.eff = b.effWeight(p, now)
+		b.cand = append(b.cand, p)
+	}
 	if b.leastConn {
-		return b.pickLeastConn(peers, now, tried)
+		b.leastConnTies()
 	}
 	var best *peer
-	total := 0
-	for _, p := range peers {
-		if !b.usable(p, now, tried) {
-			continue
-		}
-		p.current += p.weight
-		total += p.weight
-		if best == nil || p.current > best.current {
+	for _, p := range b.cand {
+		if best == nil || p.current+p.eff > best.current+best.eff {
 			best = p
 		}
 	}
-	if best == nil {
-		return nil
-	}
-	best.current -= total
-	b.noteChecked(best, now)
 	return best
 }
 
-// pickLeastConn picks the usable server with the fewest in-flight requests
-// relative to its weight; ties go to smooth weighted round robin among the
-// tied servers, as ngx_http_upstream_least_conn_module does.
-func (b *balancer) pickLeastConn(peers []*peer, now time.Time, tried []*peer) *peer {
+// leastConnTies keeps in b.cand only the peers with the fewest in-flight
+// requests relative to their weight; smooth WRR then breaks the tie, as
+// ngx_http_upstream_least_conn_module does.
+func (b *balancer) leastConnTies() {
 	var first *peer
-	tied := 0
-	for _, p := range peers {
-		if !b.usable(p, now, tried) {
-			continue
-		}
-		switch {
-		case first == nil || p.active*first.weight < first.active*p.weight:
-			first, tied = p, 1
-		case p.active*first.weight == first.active*p.weight:
-			tied++
+	for _, p := range b.cand {
+		if first == nil || p.active*first.eff < first.active*p.eff {
+			first = p
 		}
 	}
-	if tied <= 1 {
-		if first != nil {
-			b.noteChecked(first, now)
-		}
-		return first
-	}
-	var best *peer
-	total := 0
-	for _, p := range peers {
-		if !b.usable(p, now, tried) || p.active*first.weight != first.active*p.weight {
-			continue
-		}
-		p.current += p.weight
-		total += p.weight
-		if best == nil || p.current > best.current {
-			best = p
+	tied := b.cand[:0]
+	for _, p := range b.cand {
+		if p.active*first.eff == first.active*p.eff {
+			tied = append(tied, p)
 		}
 	}
-	best.current -= total
-	b.noteChecked(best, now)
-	return best
+	b.cand = tied
 }
 
-func (b *balancer) usable(p *peer, now time.Time, tried []*peer) bool {
-	if p.down {
-		return false
-	}
-	for _, t := range tried {
-		if t == p {
-			return false
+// commit applies smooth WRR's update for a pick of best among b.cand. A
+// single least-loaded server is taken without touching the running weights:
+// least_conn updates them only to break a tie.
+func (b *balancer) commit(best *peer, now time.Time) {
+	if !b.leastConn || len(b.cand) > 1 {
+		total := 0
+		for _, p := range b.cand {
+			p.current += p.eff
+			total += p.eff
 		}
+		best.current -= total
+	}
+	b.noteChecked(best, now)
+}
+
+func (b *balancer) usable(p *peer, now time.Time, tried []*peer, ignoreHealth bool, refused *bool) bool {
+	if p.down || contains(tried, p) {
+		return false
 	}
 	if p.maxConns > 0 && p.active >= p.maxConns {
 		return false
 	}
-	return b.lone || !p.failed(now)
+	if ignoreHealth {
+		return true
+	}
+	if !b.lone && p.failed(now) || p.guard.unhealthy() {
+		return false
+	}
+	if brk := p.guard.breaker(); brk != nil && !brk.Ready(now) {
+		if refused != nil {
+			*refused = true
+		}
+		return false
+	}
+	return true
+}
+
+func (b *balancer) anyUsable(peers []*peer, now time.Time, tried []*peer) bool {
+	for _, p := range peers {
+		if b.usable(p, now, tried, false, nil) {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(ps []*peer, p *peer) bool {
+	for _, q := range ps {
+		if q == p {
+			return true
+		}
+	}
+	return false
 }
 
 // failed reports whether passive health has taken the server out:
@@ -187,8 +277,24 @@ func (b *balancer) noteChecked(p *peer, now time.Time) {
 	}
 }
 
+// begin hands the attempt on p the breaker ticket its pick took. try calls
+// it first, once per pick.
+func (b *balancer) begin(p *peer) breaker.Ticket {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := len(p.tickets)
+	if n == 0 {
+		return breaker.Ticket{}
+	}
+	tk := p.tickets[n-1]
+	p.tickets[n-1] = breaker.Ticket{}
+	p.tickets = p.tickets[:n-1]
+	return tk
+}
+
 // done ends one attempt on p. failed says whether the attempt counts as a
-// failure for passive health (error, timeout, invalid header).
+// failure for passive health (error, timeout, invalid header). The breaker
+// hears of the attempt separately, through its ticket (peer.report).
 func (b *balancer) done(p *peer, now time.Time, failed bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -7,8 +7,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/tollgate-proxy/tollgate/breaker"
 	"github.com/tollgate-proxy/tollgate/config"
 )
 
@@ -503,5 +505,258 @@ func TestMaxConnsEndToEnd(t *testing.T) {
 	}
 	if code, body := get(t, p.URL+"/"); code != 200 || body != "a" {
 		t.Errorf("after both finished: %d %q, want a again", code, body)
+	}
+}
+
+// resilientBalancer builds a balancer over servers with the upstream
+// settings edit applies (breaker, panic threshold, slow start).
+func resilientBalancer(edit func(*config.Upstream), servers ...config.Server) *balancer {
+	up := &config.Upstream{Name: "app", Balance: config.BalanceRoundRobin, Servers: servers}
+	edit(up)
+	return newBalancer(up, func(string) *serverPool { return nil })
+}
+
+// quickBreaker opens after two failures in a row and stays open exactly 10s.
+func quickBreaker() *config.Breaker {
+	return &config.Breaker{Enabled: true, ConsecutiveFailures: 2, Window: config.Duration{Duration: 10 * time.Second},
+		OpenDuration: config.Duration{Duration: 10 * time.Second}, HalfOpenRequests: 1, FailureStatuses: []int{503}}
+}
+
+func peerNamed(b *balancer, addr string) *peer {
+	for _, p := range b.peers() {
+		if p.addr == addr {
+			return p
+		}
+	}
+	panic("no peer " + addr)
+}
+
+// attemptOn runs one attempt as try does: pick, begin, done, report.
+func attemptOn(t *testing.T, b *balancer, now time.Time, a attempt) string {
+	t.Helper()
+	p := b.pick(now, nil)
+	switch p {
+	case nil:
+		return "-"
+	case circuitOpen:
+		return "503"
+	}
+	tk := b.begin(p)
+	b.done(p, now, a.reason != "")
+	a.addr = p.addr
+	p.report(tk, &a)
+	return p.addr
+}
+
+func TestBalancerPanicThreshold(t *testing.T) {
+	four := []config.Server{srv("a"), srv("b"), srv("c"), srv("d")}
+	tests := []struct {
+		name      string
+		threshold int
+		unhealthy string
+		backup    bool
+		want      string
+	}{
+		{"3 of 4 unhealthy: panic, route to all", 50, "abc", false, "abcdabcd"},
+		{"panic off: the survivor only", 0, "abc", false, "dddddddd"},
+		{"2 of 4 unhealthy: at the threshold, no panic", 50, "ab", false, "cdcdcdcd"},
+		{"all unhealthy: panic", 50, "abcd", false, "abcdabcd"},
+		{"all unhealthy, panic off: no live upstreams", 0, "abcd", false, "--------"},
+		{"a usable backup comes before panic", 50, "abc", true, "dddddddd"},
+		{"all primaries unhealthy with a backup: the backup", 50, "abcd", true, "xxxxxxxx"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			servers := append([]config.Server(nil), four...)
+			if tt.backup {
+				servers = append(servers, srv("x", isBackup))
+			}
+			b := resilientBalancer(func(u *config.Upstream) { u.PanicThreshold = tt.threshold }, servers...)
+			for _, r := range tt.unhealthy {
+				peerNamed(b, string(r)).guard.health.Store(int32(healthUnhealthy))
+			}
+			if got := pickSeq(b, t0, len(tt.want)); got != tt.want {
+				t.Errorf("picks = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestBalancerPanicIgnoresPassiveHealth(t *testing.T) {
+	b := resilientBalancer(func(u *config.Upstream) { u.PanicThreshold = 50 }, srv("a"), srv("b"))
+	for range 2 {
+		p := b.pick(t0, nil)
+		b.done(p, t0, true)
+	}
+	// Both failed: Nginx says no live upstreams; panic routes to both.
+	if got := pickSeq(b, t0.Add(time.Second), 4); got != "abab" {
+		t.Errorf("picks with both failed = %q, want abab", got)
+	}
+}
+
+func TestBalancerSlowStart(t *testing.T) {
+	s := time.Second
+	b := resilientBalancer(func(u *config.Upstream) { u.SlowStart.Duration = 10 * s }, srv("a"), srv("b"))
+	a := peerNamed(b, "a")
+	if w := b.effWeight(a, t0); w != weightScale {
+		t.Fatalf("weight before any recovery = %d, want full %d", w, weightScale)
+	}
+	a.guard.health.Store(int32(healthUnhealthy))
+	pickSeq(b, t0, 1) // a seen out
+	a.guard.health.Store(int32(healthHealthy))
+	back := t0.Add(s)
+	pickSeq(b, back, 1) // a seen back: the ramp starts
+	for _, st := range []struct {
+		at   time.Duration
+		want int
+	}{{0, 10}, {5 * s, 55}, {9 * s, 91}, {10 * s, 100}, {time.Hour, 100}} {
+		if w := b.effWeight(a, back.Add(st.at)); w != st.want {
+			t.Errorf("effective weight %v after recovery = %d, want %d", st.at, w, st.want)
+		}
+	}
+	// Smooth WRR over one cycle gives each server exactly its share.
+	for _, st := range []struct {
+		at     time.Duration
+		aPicks int
+		cycle  int
+	}{{0, 10, 110}, {5 * s, 55, 155}, {10 * s, 100, 200}} {
+		got := pickSeq(b, back.Add(st.at), st.cycle)
+		if n := strings.Count(got, "a"); n != st.aPicks {
+			t.Errorf("%v after recovery: a got %d of %d picks, want %d", st.at, n, st.cycle, st.aPicks)
+		}
+	}
+}
+
+func TestBalancerSlowStartAfterBreaker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := resilientBalancer(func(u *config.Upstream) {
+			u.Breaker = quickBreaker()
+			u.SlowStart.Duration = 20 * time.Second
+		}, srv("a", maxFails(0)), srv("b", maxFails(0)))
+		a := peerNamed(b, "a")
+		for range 4 { // a fails twice (round robin alternates)
+			attemptOn(t, b, time.Now(), attempt{reason: reasonResetBeforeHeaders})
+		}
+		if a.guard.closed() {
+			t.Fatal("a's breaker did not open")
+		}
+		time.Sleep(10*time.Second + time.Millisecond)
+		// Half-open: still out for slow start, then the probe closes it.
+		for !a.guard.closed() {
+			attemptOn(t, b, time.Now(), attempt{status: 200})
+		}
+		attemptOn(t, b, time.Now(), attempt{status: 200}) // the pick that sees it back
+		if w := b.effWeight(a, time.Now()); w != 10 {
+			t.Errorf("weight right after the breaker closed = %d, want 10 (a tenth)", w)
+		}
+		time.Sleep(20 * time.Second)
+		if w := b.effWeight(a, time.Now()); w != weightScale {
+			t.Errorf("weight after slow_start = %d, want %d", w, weightScale)
+		}
+	})
+}
+
+func TestBalancerBreakerShedsToOtherServer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := resilientBalancer(func(u *config.Upstream) { u.Breaker = quickBreaker() },
+			srv("a", maxFails(0)), srv("b", maxFails(0)))
+		a := peerNamed(b, "a")
+		fail := attempt{reason: reasonResetBeforeHeaders}
+		ok := attempt{status: 200}
+		if got := attemptOn(t, b, time.Now(), fail) + attemptOn(t, b, time.Now(), ok) + attemptOn(t, b, time.Now(), fail); got != "aba" {
+			t.Fatalf("picks = %q, want aba", got)
+		}
+		if a.guard.breaker().State() != breaker.StateOpen {
+			t.Fatalf("a's breaker = %v after two failures, want open", a.guard.breaker().State())
+		}
+		var got strings.Builder
+		for range 6 {
+			got.WriteString(attemptOn(t, b, time.Now(), ok))
+		}
+		if got.String() != "bbbbbb" {
+			t.Errorf("picks while a is open = %q, want only b", got.String())
+		}
+		if n := a.guard.shed.Load(); n != 6 {
+			t.Errorf("shed = %d, want 6", n)
+		}
+		time.Sleep(10*time.Second + time.Millisecond)
+		// Half-open: the first pick of a is its one probe; while the probe
+		// is out, a is refused and b takes the rest.
+		var probe *peer
+		for probe == nil {
+			if p := b.pick(time.Now(), nil); p == a {
+				probe = p
+			} else {
+				b.done(p, time.Now(), false)
+				p.report(b.begin(p), &ok)
+			}
+		}
+		tk := b.begin(probe)
+		for range 3 {
+			if p := b.pick(time.Now(), nil); p != peerNamed(b, "b") {
+				t.Fatalf("pick with a's probe out = %v, want b", p)
+			} else {
+				b.done(p, time.Now(), false)
+				p.report(b.begin(p), &ok)
+			}
+		}
+		b.done(probe, time.Now(), false)
+		probe.report(tk, &ok)
+		if st := a.guard.breaker().State(); st != breaker.StateClosed {
+			t.Fatalf("after a successful probe a's breaker = %v, want closed", st)
+		}
+		if got := attemptOn(t, b, time.Now(), ok) + attemptOn(t, b, time.Now(), ok); !strings.Contains(got, "a") {
+			t.Errorf("picks after closing = %q, want a back", got)
+		}
+	})
+}
+
+func TestBalancerCircuitOpen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := resilientBalancer(func(u *config.Upstream) { u.Breaker = quickBreaker() }, srv("a"))
+		a := peerNamed(b, "a")
+		attemptOn(t, b, time.Now(), attempt{status: 503})
+		attemptOn(t, b, time.Now(), attempt{status: 503}) // a listed status: failures
+		if got := attemptOn(t, b, time.Now(), attempt{status: 200}); got != "503" {
+			t.Fatalf("pick with the only breaker open = %q, want circuit open", got)
+		}
+		if p := b.pick(time.Now(), []*peer{a}); p != nil {
+			t.Fatalf("retry pick with the only breaker open = %v, want nil (the last failure answers)", p.addr)
+		}
+		// With the panic threshold on, a lone open server still gets traffic.
+		b = resilientBalancer(func(u *config.Upstream) { u.Breaker = quickBreaker(); u.PanicThreshold = 50 }, srv("a"))
+		attemptOn(t, b, time.Now(), attempt{reason: reasonConnectRefused})
+		attemptOn(t, b, time.Now(), attempt{reason: reasonConnectRefused})
+		if got := attemptOn(t, b, time.Now(), attempt{status: 200}); got != "a" {
+			t.Fatalf("pick in panic = %q, want a despite its open breaker", got)
+		}
+	})
+}
+
+func TestBalancerExclusionsDoNotTrip(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := resilientBalancer(func(u *config.Upstream) { u.Breaker = quickBreaker() }, srv("a", maxFails(0)))
+		for _, reason := range []string{reasonCancelledByDS, reasonReusedConnClosed, reasonCancelledByDS, reasonReusedConnClosed} {
+			attemptOn(t, b, time.Now(), attempt{reason: reason})
+		}
+		brk := peerNamed(b, "a").guard.breaker()
+		if st, c := brk.State(), brk.Counts(); st != breaker.StateClosed || c.Exclusions != 4 || c.Failures != 0 {
+			t.Errorf("breaker %v counts %+v, want closed with 4 exclusions", st, c)
+		}
+	})
+}
+
+func TestReasonOutcome(t *testing.T) {
+	for reason, want := range map[string]breaker.Outcome{
+		reasonConnectRefused: breaker.ConnectFailure, reasonConnectTimeout: breaker.ConnectFailure,
+		reasonResetBeforeHeaders: breaker.ConnectionFailure, reasonResetDuringBody: breaker.ConnectionFailure,
+		reasonClosedBeforeHdrs: breaker.ConnectionFailure, reasonHeaderTimeout: breaker.Timeout,
+		reasonBodyTimeout: breaker.Timeout, reasonBadResponse: breaker.BadResponse,
+		reasonCancelledByDS: breaker.Excluded, reasonReusedConnClosed: breaker.Excluded,
+		reasonServerDrained: breaker.Excluded,
+	} {
+		if got := reasonOutcome(reason); got != want {
+			t.Errorf("reasonOutcome(%s) = %v, want %v", reason, got, want)
+		}
 	}
 }

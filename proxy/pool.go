@@ -39,6 +39,9 @@ type serverPool struct {
 	limits  poolLimits
 	idle    []*upstreamConn
 	retired bool // removed by reload: no new idle conns
+	// guard is the server's breaker and health state (breakers.go), set by
+	// Server.poolFor or on first use; guarded by mu.
+	guard *serverGuard
 
 	open  atomic.Int64 // connections currently open
 	dials atomic.Int64 // connections ever dialed
