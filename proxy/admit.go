@@ -128,6 +128,7 @@ const delayPoll = 100 * time.Millisecond
 // request goes on. When the client left, the request ends as Nginx's 499
 // and the connection closes with ds_client_abort_before_response.
 func (ss *session) waitDelay(st *requestState, d time.Duration) bool {
+	ss.conn.setPhase(phaseQueue)
 	deadline := time.Now().Add(d)
 	t := time.NewTimer(min(d, delayPoll))
 	defer t.Stop()

@@ -20,10 +20,11 @@ const (
 	phaseResponseHeaders              // waiting for the response head
 	phaseResponseBody                 // the response body is streaming
 	phaseTunnel                       // an upgraded connection
+	phaseQueue                        // held by limit_req's delay or the overload queue
 )
 
 var phaseNames = [...]string{"idle", "request_headers", "request_body", "connect",
-	"response_headers", "response_body", "tunnel"}
+	"response_headers", "response_body", "tunnel", "queue"}
 
 func phaseName(p int32) string { return phaseNames[p] }
 
