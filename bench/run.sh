@@ -9,7 +9,8 @@
 #
 # Settings (environment): DURATION=15s CONNS=64 THREADS=1 WARMUP=3s ROUNDS=1
 # BASE_PORT=18180 (uses BASE_PORT..BASE_PORT+3) PROXY_CPU=0 LOAD_CPU=1
-# TARGETS="direct tollgate haproxy nginx" TOLLGATE_BIN= (default: build it).
+# TARGETS="direct tollgate tollgate_lr haproxy nginx" TOLLGATE_BIN= (default: build it).
+# tollgate_lr is tollgate with one limit_req zone that never rejects.
 # Results: a Markdown table on stdout and in bench/results/<UTC time>/ with
 # the raw wrk outputs and the configs used. See bench/README.md.
 set -euo pipefail
@@ -28,7 +29,7 @@ ROUNDS=${ROUNDS:-1}
 BASE_PORT=${BASE_PORT:-18180}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-TARGETS=${TARGETS:-direct tollgate haproxy nginx}
+TARGETS=${TARGETS:-direct tollgate tollgate_lr haproxy nginx}
 TOLLGATE_BIN=${TOLLGATE_BIN:-}
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -40,7 +41,7 @@ done
 [ "$ROUNDS" -ge 1 ] || die "ROUNDS must be at least 1"
 [ "$THREADS" -ge 1 ] && [ "$CONNS" -ge "$THREADS" ] || die "need 1 <= THREADS <= CONNS"
 for t in $TARGETS; do
-	case $t in direct | tollgate | haproxy | nginx) ;; *) die "unknown target '$t' in TARGETS" ;; esac
+	case $t in direct | tollgate | tollgate_lr | haproxy | nginx) ;; *) die "unknown target '$t' in TARGETS" ;; esac
 done
 
 bash "$root/scripts/ensure-packages.sh" nginx:nginx-light,nginx haproxy:haproxy wrk:wrk taskset:util-linux ||
@@ -54,10 +55,12 @@ declare -A port=(
 	[tollgate]=$((BASE_PORT + 1))
 	[haproxy]=$((BASE_PORT + 2))
 	[nginx]=$((BASE_PORT + 3))
+	[tollgate_lr]=$((BASE_PORT + 4))
 )
 declare -A label=(
 	[direct]="backend direct"
 	[tollgate]=tollgate
+	[tollgate_lr]="tollgate + limit_req"
 	[haproxy]=HAProxy
 	[nginx]="Nginx proxy"
 )
@@ -157,7 +160,7 @@ start_nginx() {
 	start "$name" "$cpu" /dev/null nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf"
 }
 
-for t in direct tollgate haproxy nginx; do
+for t in direct tollgate tollgate_lr haproxy nginx; do
 	if port_open "${port[$t]}"; then
 		die "port ${port[$t]} (for $t) is already in use; set BASE_PORT"
 	fi
@@ -166,7 +169,7 @@ done
 # --- tollgate binary -------------------------------------------------------
 build_failed=0
 tollgate=
-if [[ " $TARGETS " == *" tollgate "* ]]; then
+if [[ " $TARGETS " == *" tollgate "* || " $TARGETS " == *" tollgate_lr "* ]]; then
 	if [ -n "$TOLLGATE_BIN" ]; then
 		[ -x "$TOLLGATE_BIN" ] || die "TOLLGATE_BIN=$TOLLGATE_BIN is not an executable"
 		tollgate=$TOLLGATE_BIN
@@ -215,6 +218,40 @@ if [ -n "$tollgate" ]; then
 			tollgate_note=
 			build_failed=1
 		fi
+	fi
+fi
+
+if [ -n "$tollgate" ] && [[ " $TARGETS " == *" tollgate_lr "* ]]; then
+	# The same proxy with one limit_req zone keyed by client address that
+	# never rejects: the cost of admission on every request.
+	cat >"$work/tollgate_lr.yaml" <<YAML
+listen:
+  - addr: 127.0.0.1:${port[tollgate_lr]}
+admin:
+  addr: "off"
+limit_req_zones:
+  - name: perip
+    key: \$binary_remote_addr
+    size: 10m
+    rate: 1000000r/s
+upstreams:
+  - name: backend
+    keepalive: 64
+    servers:
+      - addr: $backend
+routes:
+  - path_prefix: /
+    upstream: backend
+    limit_req:
+      - zone: perip
+        burst: 1000000
+        nodelay: true
+YAML
+	start tollgate_lr "$PROXY_CPU" /dev/null env GOMAXPROCS=1 "$tollgate" run -c "$work/tollgate_lr.yaml" --access-log=false
+	if ! wait_ready "$started" "${port[tollgate_lr]}"; then
+		stop "$started"
+		status[tollgate_lr]="failed to start: $(tail -n 1 "$work/tollgate_lr.err")"
+		build_failed=1
 	fi
 fi
 
@@ -318,7 +355,7 @@ report() {
 	echo
 	echo "| target | req/s | p99 ms | req/s ÷ HAProxy | p99 ÷ HAProxy | errors |"
 	echo "|---|--:|--:|--:|--:|--:|"
-	for t in direct tollgate haproxy nginx; do
+	for t in direct tollgate tollgate_lr haproxy nginx; do
 		[[ " $TARGETS " == *" $t "* ]] || continue
 		if [ -n "${status[$t]:-}" ]; then
 			echo "| ${label[$t]} | ${status[$t]} | | | | |"
@@ -331,6 +368,8 @@ report() {
 	echo
 	echo "tollgate ÷ Nginx proxy: req/s $(ratio "${rps_med[tollgate]:-}" "${rps_med[nginx]:-}")," \
 		"p99 $(ratio "${p99_med[tollgate]:-}" "${p99_med[nginx]:-}")"
+	[[ " $TARGETS " != *" tollgate_lr "* ]] ||
+		echo "tollgate + limit_req ÷ tollgate: req/s $(ratio "${rps_med[tollgate_lr]:-}" "${rps_med[tollgate]:-}")"
 	[ -z "$tollgate_note" ] || echo "tollgate: $tollgate_note"
 	echo
 	echo "Load average at start: $load_at_start (anything else running on these CPUs makes the figures noisy; compare ratios)."
