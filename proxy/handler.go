@@ -32,6 +32,10 @@ type requestState struct {
 	// limitReqStatus is Nginx's $limit_req_status ("PASSED", "REJECTED",
 	// …); "" when no limit applied.
 	limitReqStatus string
+
+	// shed says why the overload gate shed the request
+	// ("adaptive_concurrency/queue_full", …); "" when it did not.
+	shed string
 }
 
 // attempt is one try of one upstream server, as Nginx's $upstream_addr and
@@ -87,7 +91,7 @@ func (ss *session) handle(rt *runtime) (keep bool, reason, initiator, cause stri
 	if st.route == nil {
 		ss.respondError(st, http.StatusNotFound, "", "no route")
 	} else if ss.admit(rt, st) {
-		ss.forward(rt, st)
+		ss.forwardGuarded(rt, st) // forward, behind adaptive_concurrency (overload.go)
 	}
 	s.observe(ss, st)
 	switch {
@@ -142,7 +146,7 @@ func (ss *session) forward(rt *runtime, st *requestState) {
 			return
 		}
 		last = f
-		if f.race && !rr.freeUsed && ss.safeToReplay(f.sent) {
+		if f.race && !rr.freeUsed && ss.safeToReplay(pol, f.sent) {
 			// A keep-alive race: the backend closed the connection as
 			// tollgate reused it. Sent again at once on a fresh
 			// connection, without using a try (Nginx, Go's Transport).
@@ -174,9 +178,13 @@ func (ss *session) forward(rt *runtime, st *requestState) {
 }
 
 // safeToReplay reports whether a request may be sent again after a
-// keep-alive race without asking proxy_next_upstream: a safe method (or an
-// Idempotency-Key), never a POST whose bytes reached the backend.
-func (ss *session) safeToReplay(sent bool) bool {
+// keep-alive race, without using up a try: a safe method or a request
+// nothing of which reached the backend (Go's Transport), or one
+// proxy_next_upstream would send again after an error (Nginx gives the
+// race its try back, ngx_http_upstream_next: u->peer.tries++). A POST
+// whose bytes went out is resent only under non_idempotent or an enabled
+// Idempotency-Key.
+func (ss *session) safeToReplay(pol *retryPolicy, sent bool) bool {
 	if !ss.replayable() {
 		return false
 	}
@@ -184,7 +192,7 @@ func (ss *session) safeToReplay(sent bool) bool {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return true
 	}
-	return !sent || ss.req.Header.Has("Idempotency-Key")
+	return !sent || pol.conds&condError != 0 && !ss.sentNonIdempotent(pol, sent)
 }
 
 // skipRetry records why a failed request was not tried again.

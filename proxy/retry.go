@@ -131,14 +131,12 @@ type retryRun struct {
 func (ss *session) mayRetry(st *requestState, rr *retryRun, c cond, sent bool) string {
 	pol := &st.route.retry
 	up := st.route.upstream
-	req := &ss.req
 	switch {
 	case pol.conds&c == 0:
 		return skipConditionNotSet
 	case ss.rw.wroteHead:
 		return skipResponseStarted
-	case sent && nonIdempotent(req.Method) && pol.conds&condNonIdempotent == 0 &&
-		!(pol.idemKey && req.Header.Has("Idempotency-Key")):
+	case ss.sentNonIdempotent(pol, sent):
 		return skipNotIdempotent
 	case !ss.replayable():
 		return skipBodyTooLarge
@@ -151,6 +149,15 @@ func (ss *session) mayRetry(st *requestState, rr *retryRun, c cond, sent bool) s
 		return skipBudgetExhausted
 	}
 	return ""
+}
+
+// sentNonIdempotent reports whether Nginx's rule forbids sending the
+// request again: a POST, LOCK or PATCH some of which reached the backend,
+// unless non_idempotent is listed or the route honours the request's
+// Idempotency-Key.
+func (ss *session) sentNonIdempotent(pol *retryPolicy, sent bool) bool {
+	return sent && nonIdempotent(ss.req.Method) && pol.conds&condNonIdempotent == 0 &&
+		!(pol.idemKey && ss.req.Header.Has("Idempotency-Key"))
 }
 
 // backoff is the pause before the next attempt: full jitter in

@@ -87,6 +87,9 @@ var nextUpstreamCases = []nextUpstreamCase{
 	// try (ngx_http_upstream_next: u->peer.tries++).
 	{name: "keep-alive race tries 1", first: dropsReusedConn, single: true, method: "GET", tries: 1, warm: 1, status: 200, attempts: 2},
 	{name: "keep-alive race POST", first: dropsReusedConn, single: true, method: "POST", body: "data", warm: 1, status: 502, attempts: 1},
+	{name: "keep-alive race PUT tries 1", first: dropsReusedConn, single: true, method: "PUT", body: "data", tries: 1, warm: 1, status: 200, attempts: 2},
+	{name: "keep-alive race POST non_idempotent", first: dropsReusedConn, single: true, method: "POST", body: "data",
+		conds: []string{"error", "non_idempotent"}, tries: 1, warm: 1, status: 200, attempts: 2},
 	{name: "keep-alive race off", first: dropsReusedConn, single: true, method: "GET", conds: []string{"off"}, warm: 1,
 		status: 502, attempts: 1,
 		differs: "tollgate resends a safe request after a keep-alive race even with off (as Go's Transport); " +

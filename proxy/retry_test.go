@@ -522,57 +522,92 @@ func TestRetryAfter(t *testing.T) {
 
 // TestRetryKeepAliveRace checks that a request that finds its reused
 // keep-alive connection closed by the backend is sent again on a new
-// connection without using up a try, and without marking the server.
+// connection without using up a try, and without marking the server, when
+// it is safe to send again.
 func TestRetryKeepAliveRace(t *testing.T) {
-	backend := dropsReusedConn(t)
-	p := startProxy(t, retrySetup{servers: []string{backend}, route: "proxy_next_upstream_tries: 1"}.yaml())
-	client := newClient(t)
-	for _, path := range []string{"/warm", "/race"} {
-		resp, err := client.Get(p.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || string(b) != "served" {
-			t.Errorf("%s: %d %q, want 200 \"served\"", path, resp.StatusCode, b)
-		}
+	tests := []struct {
+		name     string
+		route    string
+		method   string
+		header   []string
+		status   int
+		upStatus string
+		skipped  string
+	}{
+		{"GET, tries 1", "proxy_next_upstream_tries: 1", "GET", nil, 200, "502, 200", ""},
+		// A POST whose bytes went out on the reused connection is not
+		// sent again: the backend may have acted on it.
+		{"POST", "", "POST", nil, 502, "502", "not_idempotent"},
+		{"POST with Idempotency-Key, not enabled", "", "POST", []string{"Idempotency-Key", "k"}, 502, "502", "not_idempotent"},
+		{"POST with Idempotency-Key, enabled", "retry_idempotency_key: true", "POST", []string{"Idempotency-Key", "k"}, 200, "502, 200", ""},
+		{"POST, non_idempotent", "proxy_next_upstream: [error, non_idempotent]", "POST", nil, 200, "502, 200", ""},
+		// PUT and DELETE are resent as proxy_next_upstream error would
+		// (Nginx), still without using up the one try.
+		{"PUT, tries 1", "proxy_next_upstream_tries: 1", "PUT", nil, 200, "502, 200", ""},
+		{"DELETE, tries 1", "proxy_next_upstream_tries: 1", "DELETE", nil, 200, "502, 200", ""},
+		{"PUT, off", "proxy_next_upstream: [off]", "PUT", nil, 502, "502", "condition_not_listed"},
 	}
-	l := p.retryLog(t, "/race")
-	if l.UpstreamStatus != "502, 200" || l.UpstreamClose != "us_reused_conn_closed, -" || l.RetrySkipped != "" {
-		t.Errorf("upstream_status %q upstream_close %q retry_skipped %q; want \"502, 200\" \"us_reused_conn_closed, -\" \"\"",
-			l.UpstreamStatus, l.UpstreamClose, l.RetrySkipped)
-	}
-	if n := p.serverFails(t, backend); n != 0 {
-		t.Errorf("server has %d fails after a keep-alive race, want 0", n)
-	}
-
-	// A POST whose bytes went out on the reused connection is not sent
-	// again: the backend may have acted on it.
-	resp, err := client.Post(p.URL+"/post", "text/plain", strings.NewReader("data"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 502 {
-		t.Errorf("POST on a reused connection the backend closed: %d, want 502", resp.StatusCode)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			backend := dropsReusedConn(t)
+			p := startProxy(t, retrySetup{servers: []string{backend}, route: tt.route}.yaml())
+			client := newClient(t)
+			do := func(method, path string) (int, string) {
+				var body io.Reader
+				if method == "POST" || method == "PUT" {
+					body = strings.NewReader("data")
+				}
+				req, _ := http.NewRequest(method, p.URL+path, body)
+				for i := 0; i+1 < len(tt.header); i += 2 {
+					req.Header.Set(tt.header[i], tt.header[i+1])
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				return resp.StatusCode, string(b)
+			}
+			if code, body := do("GET", "/warm"); code != 200 || body != "served" {
+				t.Fatalf("/warm: %d %q, want 200 \"served\"", code, body)
+			}
+			if code, body := do(tt.method, "/race"); code != tt.status {
+				t.Errorf("%s on a reused connection the backend closed: %d %q, want %d", tt.method, code, body, tt.status)
+			}
+			l := p.retryLog(t, "/race")
+			wantClose := "us_reused_conn_closed"
+			if tt.status == 200 {
+				wantClose += ", -"
+			}
+			if l.UpstreamStatus != tt.upStatus || l.UpstreamClose != wantClose || l.RetrySkipped != tt.skipped {
+				t.Errorf("upstream_status %q upstream_close %q retry_skipped %q; want %q %q %q",
+					l.UpstreamStatus, l.UpstreamClose, l.RetrySkipped, tt.upStatus, wantClose, tt.skipped)
+			}
+			if n := p.serverFails(t, backend); n != 0 {
+				t.Errorf("server has %d fails after a keep-alive race, want 0", n)
+			}
+		})
 	}
 }
 
-// TestRetryBudgetUnderLoad sends requests from a few workers to an upstream
-// whose every server refuses connections, with passive health off so each
-// request tries, and counts the attempts: retries stay within the default
-// budget (20 % of requests plus 10 per second over a 10s window).
-func TestRetryBudgetUnderLoad(t *testing.T) {
-	if testing.Short() {
-		t.Skip("load test")
-	}
-	const workers, perWorker = 4, 250
+// loadResult counts what a load of requests came to.
+type loadResult struct {
+	reqs, attempts, exhausted, not502 int
+	elapsed                           time.Duration
+}
+
+func (r loadResult) amplification() float64 { return float64(r.attempts) / float64(r.reqs) }
+
+// loadAllRefusing sends workers × perWorker GETs to tollgate in front of two
+// servers that both refuse connections, and counts requests, attempts and
+// budget refusals from the access log.
+func loadAllRefusing(t *testing.T, server string, workers, perWorker int) (*testProxy, loadResult) {
 	servers := []string{refusingAddr(t), refusingAddr(t)}
-	p := startProxy(t, retrySetup{servers: servers, server: "max_fails: 0"}.yaml())
+	p := startProxy(t, retrySetup{servers: servers, server: server}.yaml())
 	start := time.Now()
 	var wg sync.WaitGroup
-	var other atomic.Int64
+	var not502 atomic.Int64
 	for range workers {
 		wg.Add(1)
 		go func() {
@@ -581,58 +616,83 @@ func TestRetryBudgetUnderLoad(t *testing.T) {
 			for range perWorker {
 				resp, err := client.Get(p.URL + "/load")
 				if err != nil {
-					other.Add(1)
+					not502.Add(1)
 					continue
 				}
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != 502 {
-					other.Add(1)
+					not502.Add(1)
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	if other.Load() != 0 {
-		t.Errorf("%d requests did not get 502", other.Load())
-	}
-	var reqs, attempts, exhausted int
+	r := loadResult{elapsed: time.Since(start), not502: int(not502.Load())}
 	for _, e := range logEntries(t, p) {
 		if e["path"] != "/load" {
 			continue
 		}
-		reqs++
-		attempts += retryLine{UpstreamAddr: e["upstream_addr"].(string)}.attempts()
+		r.reqs++
+		r.attempts += retryLine{UpstreamAddr: e["upstream_addr"].(string)}.attempts()
 		if e["retry_skipped"] == "budget_exhausted" {
-			exhausted++
+			r.exhausted++
 		}
 	}
-	retries := attempts - reqs
+	if r.not502 != 0 {
+		t.Errorf("%d requests did not get 502", r.not502)
+	}
+	if r.reqs != workers*perWorker {
+		t.Fatalf("access log has %d requests, want %d", r.reqs, workers*perWorker)
+	}
+	return p, r
+}
+
+// TestRetryBudgetUnderLoad sends requests from a few workers to an upstream
+// whose every server refuses connections, with passive health off so each
+// request tries, and counts the attempts: retries stay within the default
+// budget (20 % of requests plus 10 per second over a 10s window). The
+// amplification (attempts ÷ requests) is logged; with max_fails 1 it is
+// logged too, passive health then stopping attempts altogether.
+func TestRetryBudgetUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load test")
+	}
+	p, r := loadAllRefusing(t, "max_fails: 0", 4, 250)
+	retries := r.attempts - r.reqs
 	// The floor is 10/s over the 10s window; the window slides by 1s
 	// buckets, so a run of elapsed time spans ceil((elapsed+1s)/10s)
 	// windows' floors at most.
-	windows := int((elapsed + time.Second + 10*time.Second - 1) / (10 * time.Second))
-	bound := reqs*20/100 + 100*windows
-	t.Logf("%d requests, %d attempts, %d retries (bound %d), %d budget_exhausted in %v: amplification %.3f",
-		reqs, attempts, retries, bound, exhausted, elapsed.Round(time.Millisecond), float64(attempts)/float64(reqs))
-	if reqs != workers*perWorker {
-		t.Fatalf("access log has %d requests, want %d", reqs, workers*perWorker)
-	}
+	windows := int((r.elapsed + time.Second + 10*time.Second - 1) / (10 * time.Second))
+	bound := r.reqs*20/100 + 100*windows
+	t.Logf("max_fails 0: %d requests, %d attempts, %d retries (bound %d), %d budget_exhausted in %v: amplification %.3f",
+		r.reqs, r.attempts, retries, bound, r.exhausted, r.elapsed.Round(time.Millisecond), r.amplification())
 	if retries > bound {
-		t.Errorf("%d retries for %d requests, over the budget of %d", retries, reqs, bound)
+		t.Errorf("%d retries for %d requests, over the budget of %d", retries, r.reqs, bound)
 	}
 	// Every request wanted one retry: the budget, not luck, stopped them.
-	if retries < reqs*20/100 || retries+exhausted != reqs {
+	if retries < r.reqs*20/100 || retries+r.exhausted != r.reqs {
 		t.Errorf("%d retries and %d budget_exhausted for %d requests: want the budget used (≥ %d) and every other request refused a retry",
-			retries, exhausted, reqs, reqs*20/100)
+			retries, r.exhausted, r.reqs, r.reqs*20/100)
 	}
 	m := scrape(t, p)
-	if n := promValue(t, m, "tollgate_retries_skipped_total", "upstream", "app", "reason", "budget_exhausted"); int(n) != exhausted {
-		t.Errorf("tollgate_retries_skipped_total{reason=budget_exhausted} = %v, access log says %d", n, exhausted)
+	if n := promValue(t, m, "tollgate_retries_skipped_total", "upstream", "app", "reason", "budget_exhausted"); int(n) != r.exhausted {
+		t.Errorf("tollgate_retries_skipped_total{reason=budget_exhausted} = %v, access log says %d", n, r.exhausted)
 	}
 	if n := promValue(t, m, "tollgate_retries_total", "upstream", "app", "condition", "error"); int(n) != retries {
 		t.Errorf("tollgate_retries_total{condition=error} = %v, access log says %d", n, retries)
+	}
+
+	// The defaults: max_fails 1 marks both servers failed, but below the
+	// panic threshold (50 %) tollgate tries them anyway, so the budget
+	// alone bounds the retries. (Nginx would answer "no live upstreams"
+	// without an attempt.)
+	_, r = loadAllRefusing(t, "", 4, 250)
+	windows = int((r.elapsed + time.Second + 10*time.Second - 1) / (10 * time.Second))
+	t.Logf("defaults (max_fails 1, panic_threshold 50): %d requests, %d attempts in %v: amplification %.3f",
+		r.reqs, r.attempts, r.elapsed.Round(time.Millisecond), r.amplification())
+	if retries := r.attempts - r.reqs; retries > r.reqs*20/100+100*windows {
+		t.Errorf("defaults: %d retries for %d requests, over the budget of %d", retries, r.reqs, r.reqs*20/100+100*windows)
 	}
 }
 
