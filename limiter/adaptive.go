@@ -94,13 +94,11 @@ const (
 )
 
 const (
-	// probeFactor is the share of the limit kept while minRTT is measured
-	// again: low enough to drain a backend queue the limit allowed
-	// (at saturation the gradient keeps about 1.8× minRTT of latency, so
-	// half the limit is below the backend's own concurrency), high enough
-	// not to starve it. Envoy pins the limit to its minimum instead.
-	probeFactor = 0.5
-	// probeSamples is how many samples a minRTT measurement wants; it ends
+	// probeGain is the latency drop that makes a minRTT measurement halve
+	// the limit once more: a step whose latency fell below 0.9 of the
+	// previous step's still drained a queue.
+	probeGain = 0.9
+	// probeSamples is how many samples a measurement step wants; it ends
 	// at the first window close with that many, or after probeWindows
 	// windows with what it has.
 	probeSamples = 10
@@ -173,22 +171,26 @@ func setDefault(n *int, def int) {
 // window where a loss cut it.
 //
 // minRTT is the lowest sample RTT seen since it was last measured, and is
-// measured again every MinRTTInterval ± MinRTTJitter from live traffic: for
-// that measurement the limit drops to half, so that a queue the limit let
-// build at the backend drains, and the Percentile of the latencies of
-// requests that started after the drop is the new minRTT (it may be higher
-// than the old one: the backend got slower). The limit is restored after.
+// measured again every MinRTTInterval ± MinRTTJitter from live traffic, in
+// steps: each step halves the limit in force and takes the Percentile of
+// the latencies of requests that started during the step; while a step's
+// latency is below 0.9 of the previous step's (the step before the first
+// is the last window's sample RTT), a queue at the backend is still
+// draining and the next step halves again, down to Min at most. The last
+// step's latency (or the previous one, if lower) is the new minRTT; it may
+// be higher than the old one (the backend got slower). The limit is then
+// restored. A measurement at saturation usually takes two or three windows.
 // The first measurement starts at once. Envoy pins the limit to its
-// minimum for the measurement instead; without any measurement, a minRTT
-// taken at saturation would ratchet the limit up.
+// minimum for a fixed number of requests instead; without any measurement,
+// a minRTT taken at saturation would ratchet the limit up.
 //
 // A loss signal beside the delay signal: an Overloaded outcome (a 503 or
 // 429 from the backend, a try that timed out) multiplies the limit by
 // Backoff, at most once per Window. Only Success outcomes give latency
 // samples, so fast errors do not shrink minRTT.
 //
-// In Fixed mode the limit is FixedLimit; samples are still taken, for
-// Snapshot.
+// In Fixed mode the limit is FixedLimit; samples are still taken, and
+// minRTT is the lowest sample RTT, for Snapshot.
 //
 // Time is a parameter: windows end at the first call at or after their
 // end. A Controller is safe for concurrent use.
@@ -207,10 +209,12 @@ type Controller struct {
 	cut       bool            // a loss cut the limit in this window
 	lastCut   time.Time
 
-	probing     bool // minRTT is being measured
-	probeStart  time.Time
+	probing     bool    // minRTT is being measured
+	probeLevel  float64 // share of the limit in force during the step
+	probePrev   time.Duration
+	probeStart  time.Time       // of the current step
 	probe       []time.Duration // latencies of requests started since probeStart
-	probeWindow int             // windows the measurement has lasted
+	probeWindow int             // windows the step has lasted
 	nextProbe   time.Time
 }
 
@@ -299,7 +303,7 @@ func (c *Controller) InFlight() int {
 // ControllerSnapshot is a Controller's state, for metrics and debugging.
 type ControllerSnapshot struct {
 	Mode      ConcurrencyMode
-	Limit     int           // the limit in force (halved while Probing)
+	Limit     int           // the limit in force (lowered while Probing)
 	InFlight  int           // requests admitted, not yet released
 	MinRTT    time.Duration // 0 before the first measurement
 	SampleRTT time.Duration // the last window's percentile; 0 before any
@@ -316,15 +320,15 @@ func (c *Controller) Snapshot() ControllerSnapshot {
 	}
 }
 
-// effective is the limit in force: FixedLimit, the gradient limit, or half
-// of it during a minRTT measurement; never below Min (or 1).
+// effective is the limit in force: FixedLimit, the gradient limit, or a
+// share of it during a minRTT measurement; never below Min (or 1).
 func (c *Controller) effective() int {
 	if c.cfg.Mode == Fixed {
 		return c.cfg.FixedLimit
 	}
 	l := c.limit
 	if c.probing {
-		l *= probeFactor
+		l *= c.probeLevel
 	}
 	return max(int(l), c.cfg.Min, 1)
 }
@@ -340,7 +344,14 @@ func (c *Controller) jittered() time.Duration {
 }
 
 func (c *Controller) startProbe(now time.Time) {
-	c.probing, c.probeStart, c.probe, c.probeWindow = true, now, c.probe[:0], 0
+	c.probing, c.probeLevel, c.probePrev = true, 1, c.sampleRTT
+	c.nextStep(now)
+}
+
+// nextStep starts a measurement step at half the previous step's limit.
+func (c *Controller) nextStep(now time.Time) {
+	c.probeLevel /= 2
+	c.probeStart, c.probe, c.probeWindow = now, c.probe[:0], 0
 }
 
 // lose applies the loss signal: a multiplicative cut, once per window.
@@ -361,8 +372,11 @@ func (c *Controller) advance(now time.Time) {
 	if len(c.samples) > 0 {
 		c.sampleRTT = percentile(c.samples, c.cfg.Percentile)
 	}
-	if c.cfg.Mode == Gradient {
+	switch {
+	case c.cfg.Mode == Gradient:
 		c.endWindow(now)
+	case len(c.samples) > 0 && (c.minRTT == 0 || c.sampleRTT < c.minRTT):
+		c.minRTT = c.sampleRTT // Fixed: the lowest sample RTT, for Snapshot
 	}
 	c.samples = c.samples[:0]
 	c.peak, c.cut, c.winStart = c.inFlight, false, now
@@ -371,15 +385,7 @@ func (c *Controller) advance(now time.Time) {
 // endWindow runs the gradient and the minRTT measurement at a window's end.
 func (c *Controller) endWindow(now time.Time) {
 	if c.probing {
-		c.probeWindow++
-		if len(c.probe) < probeSamples && c.probeWindow < probeWindows {
-			return
-		}
-		if len(c.probe) > 0 {
-			c.minRTT = percentile(c.probe, c.cfg.Percentile)
-		}
-		c.probing, c.probe = false, c.probe[:0]
-		c.nextProbe = now.Add(c.jittered())
+		c.measure(now)
 		return
 	}
 	if len(c.samples) > 0 {
@@ -391,6 +397,33 @@ func (c *Controller) endWindow(now time.Time) {
 	if !now.Before(c.nextProbe) {
 		c.startProbe(now)
 	}
+}
+
+// measure ends a minRTT measurement step when it has its samples: the
+// next step halves the limit again while latency still falls notably.
+func (c *Controller) measure(now time.Time) {
+	c.probeWindow++
+	if len(c.probe) < probeSamples && c.probeWindow < probeWindows {
+		return
+	}
+	m := c.probePrev
+	if len(c.probe) > 0 {
+		m = percentile(c.probe, c.cfg.Percentile)
+		falling := c.probePrev == 0 || float64(m) < probeGain*float64(c.probePrev)
+		if falling && c.effective() > c.cfg.Min {
+			c.probePrev = m
+			c.nextStep(now)
+			return
+		}
+		if c.probePrev > 0 {
+			m = min(m, c.probePrev)
+		}
+	}
+	if m > 0 {
+		c.minRTT = m
+	}
+	c.probing, c.probe = false, c.probe[:0]
+	c.nextProbe = now.Add(c.jittered())
 }
 
 // update is the gradient step of one window.

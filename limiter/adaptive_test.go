@@ -203,21 +203,23 @@ func TestAdaptiveMinRTTJitter(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSim(t, ControllerConfig{Initial: 20, Max: 40, MinRTTInterval: 10 * time.Second,
 				Rand: func() float64 { return tc.r }})
-			// The first measurement ends at the first window close with 10
-			// samples: the start of window 1.
+			// The first measurement (two steps: 10, then 5) ends where the
+			// limit is back to 20; the next starts D later, where 40 is
+			// halved.
 			s.run(phase{windows: 200, latency: 10 * time.Millisecond})
-			end := t0.Add(win)
-			first := -1
-			for i := 2; i < len(s.limits); i++ {
-				if s.limits[i] == 20 { // 40 halved: a measurement
+			end, first := -1, -1
+			for i, l := range s.limits {
+				switch {
+				case end < 0 && l >= 20:
+					end = i
+				case end >= 0 && first < 0 && l == 20 && s.limits[i-1] == 40:
 					first = i
-					break
 				}
 			}
-			got := time.Duration(first)*win - (end.Sub(t0))
+			got := time.Duration(first-end) * win
 			if first < 0 || got < tc.want || got >= tc.want+win {
-				t.Errorf("second measurement at window %d (%v after the first), want in [%v, %v): %v",
-					first, got, tc.want, tc.want+win, s.limits)
+				t.Errorf("second measurement at window %d, %v after the first ended (window %d), want in [%v, %v): %v",
+					first, got, end, tc.want, tc.want+win, s.limits)
 			}
 		})
 	}
@@ -297,5 +299,40 @@ func TestAdaptiveReconfigureKeepsInFlight(t *testing.T) {
 	}
 	if c.InFlight() != 3 {
 		t.Errorf("in flight = %d, want 3", c.InFlight())
+	}
+}
+
+// TestAdaptiveSaturatedBackendModel runs the controller against a model of
+// a backend with 10 workers × 10ms kept saturated: a window's latency is
+// 10ms × max(1, in flight / 10). The limit settles near the equilibrium of
+// the gradient (12.5 + √12.5 ≈ 16) and stays there across minRTT
+// measurements, which drain the queue rather than ratchet minRTT up.
+func TestAdaptiveSaturatedBackendModel(t *testing.T) {
+	c := NewController(ControllerConfig{Initial: 40, Max: 60, Window: win, MinRTTInterval: 3 * time.Second,
+		Rand: func() float64 { return 0.5 }}, t0)
+	now := t0
+	var limits []int
+	for range 600 {
+		start := now.Add(time.Millisecond)
+		n := 0
+		for c.Acquire(start) {
+			n++
+		}
+		limits = append(limits, n)
+		lat := time.Duration(max(1, float64(n)/10) * float64(10*time.Millisecond))
+		for range n {
+			c.Release(start.Add(lat), lat, Success)
+		}
+		now = now.Add(win)
+	}
+	if got := c.Snapshot().MinRTT; got != 10*time.Millisecond {
+		t.Errorf("minRTT = %v, want 10ms", got)
+	}
+	high := 0
+	for _, l := range limits[20:] {
+		high = max(high, l)
+	}
+	if high < 12 || high > 20 {
+		t.Errorf("limit after convergence reached %d, want about 16: %v", high, limits)
 	}
 }

@@ -38,6 +38,7 @@ func (s *Server) observe(ss *session, st *requestState) {
 		slog.String("retry_skipped", st.retrySkip),
 		slog.String("downstream_close", st.dsReason),
 		slog.String("limit_req_status", st.limitReqStatus),
+		slog.String("shed", st.shed),
 	}
 	s.access.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs[:]...)
 }

@@ -62,6 +62,9 @@ type serverView struct {
 type upstreamView struct {
 	Name    string       `json:"name"`
 	Servers []serverView `json:"servers"`
+	// Adaptive is the adaptive_concurrency gate (overload.go); absent
+	// when it is off.
+	Adaptive *gateView `json:"adaptive_concurrency,omitempty"`
 }
 
 // serveUpstreams shows every upstream and server with its balancing and
@@ -72,7 +75,7 @@ func (s *Server) serveUpstreams(w http.ResponseWriter, r *http.Request) {
 	var out []upstreamView
 	for i := range rt.cfg.Upstreams {
 		up := rt.upstreams[rt.cfg.Upstreams[i].Name]
-		uv := upstreamView{Name: up.name}
+		uv := upstreamView{Name: up.name, Adaptive: s.adaptiveView(up)}
 		up.bal.mu.Lock()
 		for _, p := range up.bal.peers() {
 			uv.Servers = append(uv.Servers, serverView{

@@ -51,8 +51,8 @@ const weightScale = 100
 // (or least_conn) over the usable primaries, then over the backups when no
 // primary is usable. A server is usable when it is not down, not failed by
 // passive health, its breaker admits the request and its active health check
-// has not found it unhealthy. Below the panic threshold, health and breakers
-// are ignored.
+// has not found it unhealthy. Below the panic threshold, health verdicts
+// (passive and active) are ignored, open breakers are not.
 //
 // A balancer is safe for concurrent use.
 type balancer struct {
@@ -145,7 +145,7 @@ func (b *balancer) choose(peers []*peer, now time.Time, tried []*peer, ignoreHea
 		if best == nil {
 			return nil
 		}
-		tk, ok := b.admit(best, ignoreHealth)
+		tk, ok := b.admit(best)
 		if !ok {
 			skip = append(skip, best)
 			if refused != nil {
@@ -224,12 +224,12 @@ func (b *balancer) usable(p *peer, now time.Time, tried []*peer, ignoreHealth bo
 	if p.maxConns > 0 && p.active >= p.maxConns {
 		return false
 	}
-	if ignoreHealth {
-		return true
-	}
-	if !b.lone && p.failed(now) || p.guard.unhealthy() {
+	if !ignoreHealth && (!b.lone && p.failed(now) || p.guard.unhealthy()) {
 		return false
 	}
+	// Even in panic an open breaker keeps its server out: it is the one
+	// signal that the server cannot take traffic now, and a lone server
+	// must still be shed with 503 "circuit open".
 	if brk := p.guard.breaker(); brk != nil && !brk.Ready(now) {
 		if refused != nil {
 			*refused = true

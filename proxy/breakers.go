@@ -210,11 +210,11 @@ func (p *peer) report(tk breaker.Ticket, a *attempt) {
 	tk.Done(p.guard.outcome(a.reason, a.status), a.duration)
 }
 
-// admit asks p's breaker to admit a request; with ignoreHealth (panic) or
-// without a breaker the request goes through uncounted.
-func (b *balancer) admit(p *peer, ignoreHealth bool) (breaker.Ticket, bool) {
+// admit asks p's breaker to admit a request, in panic too; without a
+// breaker the request goes through uncounted.
+func (b *balancer) admit(p *peer) (breaker.Ticket, bool) {
 	brk := p.guard.breaker()
-	if ignoreHealth || brk == nil {
+	if brk == nil {
 		return breaker.Ticket{}, true
 	}
 	tk, err := brk.Allow()
@@ -393,4 +393,14 @@ func boolValue(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// draining reports whether the server's pool keeps no idle connections:
+// its breaker is open or active checks found it unhealthy.
+func (g *serverGuard) draining() bool {
+	if g.unhealthy() {
+		return true
+	}
+	b := g.breaker()
+	return b != nil && !b.Closed() && !b.Ready(time.Now())
 }

@@ -59,7 +59,7 @@ func newMetrics(s *Server) *metrics {
 	}, []string{"upstream", "reason"})
 	reg.MustRegister(m.retries, m.retrySkips)
 	reg.MustRegister(m.requests, m.duration, m.inFlight, m.closes, m.reloads,
-		&poolCollector{s: s}, &guardCollector{s: s},
+		&poolCollector{s: s}, &guardCollector{s: s}, &overloadCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.limits = newLimitMetrics(s)
 	reg.MustRegister(m.limits.collectors()...)

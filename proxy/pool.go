@@ -196,6 +196,10 @@ func (p *serverPool) put(c *upstreamConn, now time.Time) {
 	case why != "":
 	case p.retired:
 		why = reasonServerDrained
+	case p.guard != nil && p.guard.draining():
+		// Breaker open or unhealthy: a connection back from a request
+		// that was in flight when the server was drained is not kept.
+		why = reasonServerDrained
 	case len(p.idle) >= limits.maxIdle:
 		why = reasonPoolOverflow
 	default:

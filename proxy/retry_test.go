@@ -602,9 +602,9 @@ func (r loadResult) amplification() float64 { return float64(r.attempts) / float
 // loadAllRefusing sends workers × perWorker GETs to tollgate in front of two
 // servers that both refuse connections, and counts requests, attempts and
 // budget refusals from the access log.
-func loadAllRefusing(t *testing.T, server string, workers, perWorker int) (*testProxy, loadResult) {
+func loadAllRefusing(t *testing.T, server, upstream string, workers, perWorker int) (*testProxy, loadResult) {
 	servers := []string{refusingAddr(t), refusingAddr(t)}
-	p := startProxy(t, retrySetup{servers: servers, server: server}.yaml())
+	p := startProxy(t, retrySetup{servers: servers, server: server, upstream: upstream}.yaml())
 	start := time.Now()
 	var wg sync.WaitGroup
 	var not502 atomic.Int64
@@ -621,7 +621,9 @@ func loadAllRefusing(t *testing.T, server string, workers, perWorker int) (*test
 				}
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode != 502 {
+				// 502 from a refused attempt, or 503 "circuit open" once
+				// the breakers shed.
+				if resp.StatusCode != 502 && resp.StatusCode != 503 {
 					not502.Add(1)
 				}
 			}
@@ -658,7 +660,9 @@ func TestRetryBudgetUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load test")
 	}
-	p, r := loadAllRefusing(t, "max_fails: 0", 4, 250)
+	// Passive health and breakers off: every request tries, so the budget
+	// alone bounds the retries.
+	p, r := loadAllRefusing(t, "max_fails: 0", "breaker: {enabled: false}", 4, 250)
 	retries := r.attempts - r.reqs
 	// The floor is 10/s over the 10s window; the window slides by 1s
 	// buckets, so a run of elapsed time spans ceil((elapsed+1s)/10s)
@@ -683,11 +687,11 @@ func TestRetryBudgetUnderLoad(t *testing.T) {
 		t.Errorf("tollgate_retries_total{condition=error} = %v, access log says %d", n, retries)
 	}
 
-	// The defaults: max_fails 1 marks both servers failed, but below the
-	// panic threshold (50 %) tollgate tries them anyway, so the budget
-	// alone bounds the retries. (Nginx would answer "no live upstreams"
-	// without an attempt.)
-	_, r = loadAllRefusing(t, "", 4, 250)
+	// The defaults: max_fails 1 marks both servers failed (panic then
+	// tries them anyway), until the breakers open and shed with 503
+	// "circuit open": far fewer attempts than requests. (Nginx would answer
+	// "no live upstreams" without an attempt.)
+	_, r = loadAllRefusing(t, "", "", 4, 250)
 	windows = int((r.elapsed + time.Second + 10*time.Second - 1) / (10 * time.Second))
 	t.Logf("defaults (max_fails 1, panic_threshold 50): %d requests, %d attempts in %v: amplification %.3f",
 		r.reqs, r.attempts, r.elapsed.Round(time.Millisecond), r.amplification())

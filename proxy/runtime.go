@@ -40,6 +40,11 @@ type upstream struct {
 	name   string
 	bal    *balancer
 	budget *retryBudget
+
+	// adaptive is the upstream's adaptive_concurrency; nil: none. gate is
+	// its overload gate, found on first use (overload.go).
+	adaptive *config.AdaptiveConcurrency
+	gate     gateRef
 }
 
 // loopback is whom tollgate trusts for X-Request-ID and X-Forwarded-Proto
@@ -81,9 +86,10 @@ func newRuntime(cfg *config.Config, poolFor func(up *config.Upstream, addr strin
 	for i := range cfg.Upstreams {
 		up := &cfg.Upstreams[i]
 		rt.upstreams[up.Name] = &upstream{
-			name:   up.Name,
-			bal:    newBalancer(up, func(addr string) *serverPool { return poolFor(up, addr) }),
-			budget: newRetryBudget(up.RetryBudget),
+			name:     up.Name,
+			bal:      newBalancer(up, func(addr string) *serverPool { return poolFor(up, addr) }),
+			budget:   newRetryBudget(up.RetryBudget),
+			adaptive: up.AdaptiveConcurrency,
 		}
 	}
 	routes := make([]*route, 0, len(cfg.Routes))

@@ -52,6 +52,9 @@ type Server struct {
 	pools  map[string]*serverPool
 	limits limitState // limit_req zones that outlive reloads
 
+	// overload holds the adaptive_concurrency gates (overload.go).
+	overload overloadState
+
 	// checks runs the active health checks (health.go).
 	checks healthChecks
 
