@@ -2,8 +2,8 @@ package h1
 
 import (
 	"bufio"
-	"strings"
 	"strconv"
+	"strings"
 )
 
 // WriteField writes one "Name: value" line.
