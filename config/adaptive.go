@@ -49,8 +49,9 @@ type AdaptiveConcurrency struct {
 	// a try times out, at most once per Window. Default 0.9. Above 0.
 	Backoff Ratio `yaml:"backoff"`
 	// Queue bounds the requests waiting for a slot, as a share of the
-	// current limit (rounded up): 0.5 or 50%. Default 0.5. Zero: no queue,
-	// a request over the limit is shed at once.
+	// current limit (rounded up): 0.5 or 50%. Default 1 (as many as the
+	// limit; queue_timeout is the tighter bound). Zero: no queue, a request
+	// over the limit is shed at once.
 	Queue Ratio `yaml:"queue"`
 	// QueueTimeout is the longest a request waits in the queue before it
 	// is shed. Default 50ms. Zero: no queue.
@@ -90,7 +91,7 @@ const (
 	defaultAdaptiveMinRTT       = 60 * time.Second
 	defaultAdaptiveJitter       = 0.15
 	defaultAdaptiveBackoff      = 0.9
-	defaultAdaptiveQueue        = 0.5
+	defaultAdaptiveQueue        = 1
 	defaultAdaptiveQueueTimeout = 50 * time.Millisecond
 )
 

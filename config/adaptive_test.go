@@ -23,7 +23,7 @@ func TestAdaptiveDefaults(t *testing.T) {
 		Enabled: true, Mode: AdaptiveGradient, Min: 3, Max: 1000, Initial: 20,
 		Window: Duration{100 * time.Millisecond}, Percentile: 90, Buffer: Ratio{0.25},
 		MinRTTInterval: sec(60), MinRTTJitter: Ratio{0.15}, Backoff: Ratio{0.9},
-		Queue: Ratio{0.5}, QueueTimeout: Duration{50 * time.Millisecond},
+		Queue: Ratio{1}, QueueTimeout: Duration{50 * time.Millisecond},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults = %+v\nwant %+v", got, want)

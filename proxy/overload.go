@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-proxy/tollgate/config"
 	"github.com/tollgate-proxy/tollgate/limiter"
 	"github.com/tollgate-proxy/tollgate/proxy/h1"
@@ -20,35 +19,46 @@ import (
 //
 // Shedding policy, in order, for a request arriving at the gate. A client
 // is the route's first limit_req key when the route has limit_req and the
-// key is not empty, else the client address after real_ip. What a client
-// holds is its requests in flight through the gate plus its queued ones.
+// key is not empty, else the client address after real_ip. A client's rate
+// is the requests it sent to the gate (admitted or not) in about the last
+// second (decayed exponentially, time constant 1s). The fair share is the
+// max-min fair share of the gate's throughput (requests admitted in about
+// the last second) among the clients seen in the last seconds: the level
+// at which every client asking less gets all it asks and every client
+// asking more gets the level. It is recomputed every window.
 //
 //  1. Below the limit with nobody queued: the request goes on at once.
-//  2. Otherwise the upstream is saturated. The fair share of a client is
-//     (limit + queue capacity) ÷ active clients, where active clients are
-//     those holding a request, this one included, and at least 1. When
-//     more than one client is active, a client already holding its fair
-//     share or more is shed at once (reason fair_share): a heavy client is
-//     throttled before anyone waits. A lone client may fill the limit and
-//     the queue.
+//  2. Otherwise the upstream is saturated. Under sustained overload (over
+//     about the last second, more than 1.25 times as many requests arrived
+//     as were admitted) and when other clients are active, a client asking
+//     more than twice its fair share is shed at once (reason fair_share):
+//     a heavy client is throttled before anyone waits, and light clients
+//     keep their places. A lone client is never over its share. Near
+//     capacity, without sustained overload, nobody is shed for its share:
+//     the queue absorbs the bursts.
 //  3. Otherwise the request queues if the queue has room; the queue holds
 //     ceil(queue × limit) requests. When it is full, the queued request of
-//     the client holding the most is shed (fair_share) to make room, if
-//     that client holds more than the newcomer would with this request;
-//     else the newcomer is shed (queue_full).
-//  4. A freed slot goes to the queued request whose client has the fewest
-//     requests in flight, the oldest among equals: light clients first.
+//     the client asking the most is shed (fair_share) to make room, if that
+//     client asks more than the newcomer's; else the newcomer is shed
+//     (queue_full).
+//  4. A freed slot goes to the queued request of the client asking the
+//     least, the oldest among equals: light clients first.
 //  5. A request waits at most queue_timeout, then is shed
 //     (queue_timeout). A client that disconnects while queued is noticed
 //     within gatePoll and its request dropped (499, no response).
-//  6. A standing queue, one that has not been empty for a whole window,
-//     adds delay without adding throughput (the limit keeps the backend
-//     busy on its own): while the queue stands, requests that waited more
+//  6. Under sustained overload, a standing queue, one that has not been
+//     empty for a whole window, adds delay without adding throughput (the
+//     limit keeps the backend busy on its own): while it stands, requests
+//     still waiting after the free slots were handed out that waited more
 //     than a quarter of minRTT (at least 1ms, at most queue_timeout; no
-//     such rule before minRTT is known) are
-//     shed from the queue (queue_timeout) when a slot is handed out, as
-//     CoDel drops from a standing queue. The queue absorbs bursts; under
-//     sustained overload it adds at most that quarter of minRTT.
+//     such rule before minRTT is known) are shed (queue_timeout), as CoDel
+//     drops from a standing queue, except those of clients asking no more
+//     than their fair share. The queue
+//     absorbs bursts, and near capacity it waits up to queue_timeout;
+//     under sustained overload it adds at most that quarter of minRTT.
+//
+// Clients are tracked while they send or hold requests, at most
+// maxTrackedClients; more are counted together as one client.
 //
 // A shed request gets 503 with Retry-After: 1 and Proxy-Status
 // connection_limit_reached; its access log line has "shed":
@@ -78,23 +88,12 @@ const (
 	// gatePoll is how often a queued request checks that its client is
 	// still there.
 	gatePoll = 10 * time.Millisecond
-	// maxTrackedClients bounds the per-client map; clients beyond it are
-	// counted together as one, which then looks heavy and is shed first.
-	// Only clients holding a request are tracked, so the bound is reached
-	// only with more distinct clients than limit plus queue.
-	maxTrackedClients = 4096
+	// overloadRatio of requests arrived to requests admitted marks a
+	// sustained overload, where a standing queue only adds delay.
+	overloadRatio = 1.25
 	// shedProxyStatus is the RFC 9209 Proxy-Status of a shed request.
 	shedProxyStatus = `tollgate; error=connection_limit_reached; details="adaptive concurrency"`
 )
-
-// clientLoad is what one client holds at the gate.
-type clientLoad struct {
-	key      string
-	inFlight int
-	queued   int
-}
-
-func (c *clientLoad) holds() int { return c.inFlight + c.queued }
 
 // waiterState is where a queued request stands; it changes under the
 // gate's lock, and the waiter is signalled once it leaves waitQueued.
@@ -128,8 +127,17 @@ type overloadGate struct {
 	queueTimeout time.Duration
 	queue        []*gateWaiter // in arrival order
 	lastEmpty    time.Time     // the queue was last seen empty
-	clients      map[string]*clientLoad
-	overflow     clientLoad // clients beyond maxTrackedClients
+
+	// Per-client accounting (overload_clients.go).
+	clients  map[string]*clientLoad
+	free     []*clientLoad // entries to reuse: most clients come and go
+	overflow clientLoad    // clients beyond maxTrackedClients
+	admitted decayed       // the gate's throughput
+	asked    decayed       // requests that arrived at the gate
+	level    float64       // the fair share, requests per rateTau
+	levelAt  time.Time
+	active   int       // clients counted in level
+	rates    []float64 // scratch for refreshLocked
 }
 
 func newOverloadGate(name string, cfg config.AdaptiveConcurrency, now time.Time) *overloadGate {
@@ -185,52 +193,6 @@ func (g *overloadGate) reconfigure(cfg config.AdaptiveConcurrency, now time.Time
 	g.apply(cfg)
 }
 
-// gateKey names a client at the gate without allocating for a lookup: the
-// limit_req key's bytes when b is not nil, else s.
-type gateKey struct {
-	b []byte
-	s string
-}
-
-// clientLocked returns the client's entry, creating it, and whether it was
-// there before.
-func (g *overloadGate) clientLocked(k gateKey) (*clientLoad, bool) {
-	var cl *clientLoad
-	if k.b != nil {
-		cl = g.clients[string(k.b)]
-	} else {
-		cl = g.clients[k.s]
-	}
-	if cl != nil {
-		return cl, true
-	}
-	if len(g.clients) >= maxTrackedClients {
-		return &g.overflow, g.overflow.holds() > 0
-	}
-	cl = &clientLoad{key: k.s}
-	if k.b != nil {
-		cl.key = string(k.b)
-	}
-	g.clients[cl.key] = cl
-	return cl, false
-}
-
-// forgetLocked drops a client that holds nothing any more.
-func (g *overloadGate) forgetLocked(cl *clientLoad) {
-	if cl.holds() == 0 && cl != &g.overflow {
-		delete(g.clients, cl.key)
-	}
-}
-
-// activeLocked is the number of clients holding a request.
-func (g *overloadGate) activeLocked() int {
-	n := len(g.clients)
-	if g.overflow.holds() > 0 {
-		n++
-	}
-	return n
-}
-
 // arrive applies the shedding policy to a request of client k. It returns
 // the client's entry and either nil (admitted), a waiter (queued), or the
 // reason it was shed.
@@ -238,24 +200,23 @@ func (g *overloadGate) arrive(now time.Time, k gateKey) (*clientLoad, *gateWaite
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.grantLocked(now)
-	cl, _ := g.clientLocked(k)
+	g.refreshLocked(now)
+	cl := g.clientLocked(k)
+	cl.asked.add(now, 1)
+	cl.rate = cl.asked.v
+	g.asked.add(now, 1)
 	if len(g.queue) == 0 && g.ctl.Acquire(now) {
 		cl.inFlight++
+		g.admitted.add(now, 1)
 		return cl, nil, 0, true
 	}
-	limit := g.ctl.Limit()
-	capQ := int(math.Ceil(g.queueRatio * float64(limit)))
-	active := g.activeLocked()
-	share := float64(limit+capQ) / float64(max(active, 1))
-	if active > 1 && float64(cl.holds()) >= max(share, 1) {
-		g.forgetLocked(cl)
+	overloaded := g.asked.value(now) > overloadRatio*g.admitted.value(now)
+	if overloaded && g.overShare(cl) {
 		return nil, nil, shedFairShare, false
 	}
-	if len(g.queue) >= capQ {
-		if !g.evictLocked(cl.holds() + 1) {
-			g.forgetLocked(cl)
-			return nil, nil, shedQueueFull, false
-		}
+	capQ := int(math.Ceil(g.queueRatio * float64(g.ctl.Limit())))
+	if len(g.queue) >= capQ && !g.evictLocked(cl.rate) {
+		return nil, nil, shedQueueFull, false
 	}
 	w := &gateWaiter{cl: cl, since: now, ready: make(chan struct{}, 1)}
 	cl.queued++
@@ -263,13 +224,13 @@ func (g *overloadGate) arrive(now time.Time, k gateKey) (*clientLoad, *gateWaite
 	return cl, w, 0, true
 }
 
-// evictLocked sheds the queued request of the client holding the most, the
-// newest of its requests, if that client holds more than than; it reports
+// evictLocked sheds the queued request of the client asking the most, the
+// newest of its requests, if that client asks more than rate; it reports
 // whether a place was freed.
-func (g *overloadGate) evictLocked(than int) bool {
+func (g *overloadGate) evictLocked(rate float64) bool {
 	victim := -1
 	for i, w := range g.queue {
-		if w.cl.holds() > than && (victim < 0 || w.cl.holds() >= g.queue[victim].cl.holds()) {
+		if w.cl.rate > rate && (victim < 0 || w.cl.rate >= g.queue[victim].cl.rate) {
 			victim = i
 		}
 	}
@@ -285,7 +246,6 @@ func (g *overloadGate) shedLocked(i int, why shedReason) {
 	w := g.removeLocked(i)
 	w.state, w.why = waitEvicted, why
 	w.ready <- struct{}{}
-	g.forgetLocked(w.cl)
 }
 
 func (g *overloadGate) removeLocked(i int) *gateWaiter {
@@ -297,40 +257,48 @@ func (g *overloadGate) removeLocked(i int) *gateWaiter {
 	return w
 }
 
-// grantLocked hands free slots to queued requests, the client with the
-// fewest in flight first, after shedding what waited too long in a
-// standing queue.
+// grantLocked hands free slots to queued requests, the client asking the
+// least first, then sheds what waited too long in a standing queue.
 func (g *overloadGate) grantLocked(now time.Time) {
-	if len(g.queue) == 0 {
-		g.lastEmpty = now
-		return
-	}
-	if minRTT := g.ctl.Snapshot().MinRTT; minRTT > 0 && now.Sub(g.lastEmpty) >= g.cfg.Window.Duration {
-		target := min(max(minRTT/4, time.Millisecond), g.queueTimeout)
-		for i := 0; i < len(g.queue); {
-			if now.Sub(g.queue[i].since) > target {
-				g.shedLocked(i, shedQueueTimeout)
-				continue
-			}
-			i++
-		}
-	}
 	for len(g.queue) > 0 {
 		best := 0
 		for i, w := range g.queue {
-			if w.cl.inFlight < g.queue[best].cl.inFlight {
+			if w.cl.rate < g.queue[best].cl.rate {
 				best = i
 			}
 		}
 		if !g.ctl.Acquire(now) {
-			return
+			break
 		}
 		w := g.removeLocked(best)
 		w.cl.inFlight++
+		g.admitted.add(now, 1)
 		w.state = waitGranted
 		w.ready <- struct{}{}
 	}
-	g.lastEmpty = now
+	if len(g.queue) > 0 && now.Sub(g.lastEmpty) >= g.cfg.Window.Duration {
+		g.drainStandingLocked(now)
+	}
+	if len(g.queue) == 0 {
+		g.lastEmpty = now
+	}
+}
+
+// drainStandingLocked sheds the requests that waited more than a quarter
+// of minRTT in a standing queue, under sustained overload (policy 6).
+func (g *overloadGate) drainStandingLocked(now time.Time) {
+	minRTT := g.ctl.Snapshot().MinRTT
+	if minRTT <= 0 || g.asked.value(now) <= overloadRatio*g.admitted.value(now) {
+		return
+	}
+	target := min(max(minRTT/4, time.Millisecond), g.queueTimeout)
+	for i := 0; i < len(g.queue); {
+		if w := g.queue[i]; now.Sub(w.since) > target && w.cl.rate > g.level {
+			g.shedLocked(i, shedQueueTimeout)
+			continue
+		}
+		i++
+	}
 }
 
 // abandon takes a waiter out of the queue (timeout, client gone) and
@@ -348,7 +316,6 @@ func (g *overloadGate) abandon(w *gateWaiter) waiterState {
 		}
 	}
 	w.state = waitAbandoned
-	g.forgetLocked(w.cl)
 	if len(g.queue) == 0 {
 		g.lastEmpty = time.Now()
 	}
@@ -361,45 +328,8 @@ func (g *overloadGate) leave(now time.Time, cl *clientLoad, latency time.Duratio
 	defer g.mu.Unlock()
 	g.ctl.Release(now, latency, o)
 	cl.inFlight--
-	g.forgetLocked(cl)
 	g.grantLocked(now)
 }
-
-// gateView is a gate's state for /debug/upstreams and the metrics.
-type gateView struct {
-	Mode         string            `json:"mode"`
-	Limit        int               `json:"limit"`
-	InFlight     int               `json:"in_flight"`
-	Queue        int               `json:"queue_length"`
-	QueueCap     int               `json:"queue_capacity"`
-	MinRTT       float64           `json:"min_rtt_ms"`
-	SampleRTT    float64           `json:"sample_rtt_ms"`
-	Probing      bool              `json:"measuring_min_rtt"`
-	Clients      int               `json:"active_clients"`
-	Shed         map[string]uint64 `json:"shed"`
-	minRTT, rtt  time.Duration
-	shedByReason [numShedReasons]uint64
-}
-
-func (g *overloadGate) view() gateView {
-	snap := g.ctl.Snapshot()
-	g.mu.Lock()
-	v := gateView{
-		Mode: snap.Mode.String(), Limit: snap.Limit, InFlight: snap.InFlight, Queue: len(g.queue),
-		QueueCap: int(math.Ceil(g.queueRatio * float64(snap.Limit))),
-		MinRTT:   millis(snap.MinRTT), SampleRTT: millis(snap.SampleRTT), Probing: snap.Probing,
-		Clients: g.activeLocked(), Shed: map[string]uint64{},
-		minRTT: snap.MinRTT, rtt: snap.SampleRTT,
-	}
-	g.mu.Unlock()
-	for i := range v.shedByReason {
-		v.shedByReason[i] = g.shed[i].Load()
-		v.Shed[shedNames[i]] = v.shedByReason[i]
-	}
-	return v
-}
-
-func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // gateRef is an upstream's overload gate, set on first use.
 type gateRef struct{ atomic.Pointer[overloadGate] }
@@ -565,65 +495,4 @@ func (ss *session) respondShed(g *overloadGate, st *requestState, why shedReason
 		contentLength: int64(len(body)), extra: fields[:]})
 	ss.rw.Write([]byte(body))
 	ss.rw.finish(nil)
-}
-
-// overloadCollector reports the gates at scrape time: the data path pays
-// nothing for the gauges.
-type overloadCollector struct{ s *Server }
-
-var (
-	descAdaptiveLimit = prometheus.NewDesc("tollgate_adaptive_limit",
-		"Current adaptive_concurrency limit on requests in flight, by upstream.", []string{"upstream"}, nil)
-	descAdaptiveInFlight = prometheus.NewDesc("tollgate_adaptive_in_flight",
-		"Requests in flight through the adaptive_concurrency gate, by upstream.", []string{"upstream"}, nil)
-	descAdaptiveQueue = prometheus.NewDesc("tollgate_adaptive_queue_length",
-		"Requests waiting for an adaptive_concurrency slot, by upstream.", []string{"upstream"}, nil)
-	descAdaptiveMinRTT = prometheus.NewDesc("tollgate_adaptive_min_rtt_seconds",
-		"The adaptive controller's minRTT (latency without queueing), by upstream.", []string{"upstream"}, nil)
-	descAdaptiveSampleRTT = prometheus.NewDesc("tollgate_adaptive_sample_rtt_seconds",
-		"The last window's latency percentile, by upstream.", []string{"upstream"}, nil)
-	descAdaptiveShed = prometheus.NewDesc("tollgate_adaptive_shed_total",
-		"Requests shed by adaptive_concurrency, by upstream and reason (fair_share, queue_full, queue_timeout).",
-		[]string{"upstream", "reason"}, nil)
-)
-
-func (oc *overloadCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descAdaptiveLimit, descAdaptiveInFlight, descAdaptiveQueue,
-		descAdaptiveMinRTT, descAdaptiveSampleRTT, descAdaptiveShed} {
-		ch <- d
-	}
-}
-
-func (oc *overloadCollector) Collect(ch chan<- prometheus.Metric) {
-	rt := oc.s.rt.Load()
-	if rt == nil {
-		return
-	}
-	for name, up := range rt.upstreams {
-		if !up.gated() {
-			continue
-		}
-		v := oc.s.overload.gateOf(up).view()
-		gauge := func(d *prometheus.Desc, x float64) {
-			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, x, name)
-		}
-		gauge(descAdaptiveLimit, float64(v.Limit))
-		gauge(descAdaptiveInFlight, float64(v.InFlight))
-		gauge(descAdaptiveQueue, float64(v.Queue))
-		gauge(descAdaptiveMinRTT, v.minRTT.Seconds())
-		gauge(descAdaptiveSampleRTT, v.rtt.Seconds())
-		for i, n := range v.shedByReason {
-			ch <- prometheus.MustNewConstMetric(descAdaptiveShed, prometheus.CounterValue, float64(n), name, shedNames[i])
-		}
-	}
-}
-
-// adaptiveView is an upstream's gate for /debug/upstreams; nil when
-// adaptive_concurrency is off.
-func (s *Server) adaptiveView(up *upstream) *gateView {
-	if !up.gated() {
-		return nil
-	}
-	v := s.overload.gateOf(up).view()
-	return &v
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -404,74 +405,204 @@ func gateAccessLine(t *testing.T, p *testProxy, path string) map[string]any {
 	return nil
 }
 
-// TestOverloadGatePolicy walks the shedding policy at fixed instants: a
-// fixed limit of 2 and a queue of 2.
-func TestOverloadGatePolicy(t *testing.T) {
-	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	g := newOverloadGate("app", config.AdaptiveConcurrency{
-		Enabled: true, Mode: config.AdaptiveFixed, FixedLimit: 2,
+// testGate is a gate with a fixed limit and a queue of the same size, for
+// policy tests at fixed instants.
+func testGate(limit int) *overloadGate {
+	return newOverloadGate("app", config.AdaptiveConcurrency{
+		Enabled: true, Mode: config.AdaptiveFixed, FixedLimit: limit,
 		Window: config.Duration{Duration: 100 * time.Millisecond}, Queue: config.Ratio{Fraction: 1},
 		QueueTimeout: config.Duration{Duration: time.Second},
-	}, t0)
-	key := func(s string) gateKey { return gateKey{s: s} }
-	type arrival struct {
-		cl *clientLoad
-		w  *gateWaiter
+	}, gateT0)
+}
+
+var gateT0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// verdict names the outcome of arrive.
+func verdict(w *gateWaiter, why shedReason, ok bool) string {
+	switch {
+	case !ok:
+		return "shed " + shedNames[why]
+	case w != nil:
+		return "queued"
 	}
-	now := t0
-	arrive := func(who string, want string) arrival {
-		t.Helper()
-		cl, w, why, ok := g.arrive(now, key(who))
-		got := "admitted"
-		switch {
-		case !ok:
-			got = "shed " + shedNames[why]
-		case w != nil:
-			got = "queued"
+	return "admitted"
+}
+
+// TestOverloadGateQueueOrder: a full queue sheds the queued request of the
+// client asking the most; a freed slot goes to the client asking the least.
+func TestOverloadGateQueueOrder(t *testing.T) {
+	g := testGate(2)
+	now := gateT0
+	var waiters = map[string]*gateWaiter{}
+	var holders []*clientLoad
+	for i, step := range []struct{ who, want string }{
+		{"A", "admitted"}, {"A", "admitted"},
+		{"H", "queued"}, {"H", "queued"}, // a lone client may fill the queue
+		{"L", "queued"},          // the queue is full: H's newest request makes room
+		{"H", "shed queue_full"}, // H asks more than everyone queued
+	} {
+		cl, w, why, ok := g.arrive(now, gateKey{s: step.who})
+		if got := verdict(w, why, ok); got != step.want {
+			t.Fatalf("step %d: %s %s, want %s", i, step.who, got, step.want)
 		}
-		if got != want {
-			t.Fatalf("%s: %s, want %s", who, got, want)
+		if w != nil {
+			waiters[step.who+string(rune('0'+i))] = w
+		} else if ok {
+			holders = append(holders, cl)
 		}
-		return arrival{cl, w}
 	}
-	a1 := arrive("A", "admitted")
-	arrive("A", "admitted")
-	aq := arrive("A", "queued") // a lone client may fill the queue
-	bq := arrive("B", "queued")
-	arrive("A", "shed fair_share") // share (2+2)/2: A holds 3
-	cq := arrive("C", "queued")     // the queue is full: A's queued request makes room
-	if aq.w.state != waitEvicted || aq.w.why != shedFairShare {
-		t.Errorf("A's queued request: state %d why %d, want evicted for fair_share", aq.w.state, aq.w.why)
+	if w := waiters["H3"]; w.state != waitEvicted || w.why != shedFairShare {
+		t.Errorf("H's newest queued request: state %d why %d, want shed fair_share", w.state, w.why)
 	}
-	// A slot frees: B and C have none in flight; the older, B, gets it.
-	g.leave(t0, a1.cl, 20*time.Millisecond, limiter.Success)
-	if bq.w.state != waitGranted || cq.w.state != waitQueued {
-		t.Errorf("after a release: B %d, C %d; want B granted, C queued", bq.w.state, cq.w.state)
+	// A slot frees: L asks less than H, whose request is older.
+	g.leave(now, holders[0], time.Millisecond, limiter.Success)
+	if waiters["L4"].state != waitGranted || waiters["H2"].state != waitQueued {
+		t.Errorf("after a release: L %d, H %d; want L granted, H still queued", waiters["L4"].state, waiters["H2"].state)
 	}
-	// 150ms later minRTT is 20ms (the window ended) and the queue has stood
-	// since t0: at the next hand-out C, waiting 150ms > 5ms, is shed.
-	now = t0.Add(150 * time.Millisecond)
-	g.leave(now, bq.cl, 20*time.Millisecond, limiter.Success)
-	if cq.w.state != waitEvicted || cq.w.why != shedQueueTimeout {
-		t.Errorf("C in a standing queue: state %d why %d, want shed queue_timeout", cq.w.state, cq.w.why)
+}
+
+// TestOverloadGateStandingQueue: a queue that stood a whole window keeps a
+// request at most a quarter of minRTT.
+func TestOverloadGateStandingQueue(t *testing.T) {
+	g := testGate(2)
+	now := gateT0
+	a, _, _, _ := g.arrive(now, gateKey{s: "A"})
+	g.leave(now, a, 20*time.Millisecond, limiter.Success) // a sample of 20ms
+	a, _, _, _ = g.arrive(now, gateKey{s: "A"})
+	a2, _, _, _ := g.arrive(now, gateKey{s: "A"})
+	_, wb, _, _ := g.arrive(now, gateKey{s: "B"})
+	_, wc, _, _ := g.arrive(now, gateKey{s: "C"})
+	for _, who := range []string{"D", "E"} { // the queue is full: shed, so 7 arrived, 3 admitted
+		if _, _, why, ok := g.arrive(now, gateKey{s: who}); ok || why != shedQueueFull {
+			t.Fatalf("%s: want shed queue_full", who)
+		}
 	}
+	// 150ms later A ends: the window ended, so minRTT is 20ms (the fixed
+	// controller's lowest sample RTT). More requests arrived than were
+	// admitted, the queue has stood since the start, and C asks more than
+	// its fair share: B takes the free slot, and C, waiting 150ms > 5ms,
+	// is shed rather than kept.
+	now = now.Add(150 * time.Millisecond)
+	g.mu.Lock()
+	g.refreshLocked(now) // fair share 0.52/s: every client asks more
+	g.mu.Unlock()
+	g.leave(now, a, 20*time.Millisecond, limiter.Success)
+	if wb.state != waitGranted || wc.state != waitEvicted || wc.why != shedQueueTimeout {
+		t.Fatalf("standing queue: B %d, C %d (why %d); want B granted, C shed for queue_timeout", wb.state, wc.state, wc.why)
+	}
+	g.leave(now, a2, 20*time.Millisecond, limiter.Success)
+
 	// A new queue is not standing before a window has passed.
-	arrive("E", "admitted")
-	fq := arrive("F", "queued")
-	grant := func(at time.Duration) {
-		g.mu.Lock()
-		g.grantLocked(now.Add(at))
-		g.mu.Unlock()
+	g = testGate(1)
+	x, _, _, _ := g.arrive(now, gateKey{s: "X"})
+	_, wx, _, _ := g.arrive(now, gateKey{s: "X"})
+	g.mu.Lock()
+	g.grantLocked(now.Add(20 * time.Millisecond))
+	g.mu.Unlock()
+	if wx.state != waitQueued {
+		t.Errorf("after 20ms: state %d, want still queued", wx.state)
 	}
-	grant(20 * time.Millisecond)
-	if fq.w.state != waitQueued {
-		t.Errorf("F after 20ms: state %d, want still queued", fq.w.state)
+	g.leave(now.Add(30*time.Millisecond), x, 20*time.Millisecond, limiter.Success)
+	if wx.state != waitGranted {
+		t.Errorf("after a release at 30ms: state %d, want granted", wx.state)
 	}
-	grant(120 * time.Millisecond)
-	if fq.w.state != waitEvicted || fq.w.why != shedQueueTimeout {
-		t.Errorf("F in a queue standing 120ms: state %d why %d, want shed queue_timeout", fq.w.state, fq.w.why)
+}
+
+func TestOverloadWaterLevel(t *testing.T) {
+	rep := func(n int, r float64) []float64 {
+		out := make([]float64, n)
+		for i := range out {
+			out[i] = r
+		}
+		return out
 	}
-	if v := g.view(); v.Clients != 2 || v.Queue != 0 || v.InFlight != 2 {
-		t.Errorf("view %+v: want 2 clients (A, E), empty queue, 2 in flight", v)
+	for _, tc := range []struct {
+		name     string
+		rates    []float64
+		capacity float64
+		want     float64
+	}{
+		{"capacity covers all", []float64{1, 2, 3}, 6, math.Inf(1)},
+		{"no throughput yet", []float64{1, 2}, 0, math.Inf(1)},
+		{"equal clients", rep(1000, 2.5), 500, 0.5},
+		{"10 light at C/10, a heavy at C", append(rep(10, 50), 500), 500, 500.0 / 11},
+		{"10 light at 0.075C, a heavy at C", append(rep(10, 37.5), 500), 500, 125},
+		{"one small, one large", []float64{10, 1000}, 100, 90},
+	} {
+		if got := waterLevel(tc.rates, tc.capacity); math.Abs(got-tc.want) > 1e-9 && got != tc.want {
+			t.Errorf("%s: level %v, want %v", tc.name, got, tc.want)
+		}
 	}
+}
+
+// TestOverloadGateFairShare simulates 2s at fixed instants: a limit of 1,
+// requests served in 10ms (capacity 100/s), a heavy client sending 200/s
+// and a light one 20/s. The max-min fair share is 80/s: the heavy client,
+// asking more than twice that, is shed for its share; the light one is
+// always served.
+func TestOverloadGateFairShare(t *testing.T) {
+	g := testGate(1)
+	type job struct {
+		end time.Time
+		cl  *clientLoad
+	}
+	var running []job
+	var queued []*gateWaiter
+	served, shed, fair := map[string]int{}, map[string]int{}, map[string]int{}
+	start := func(now time.Time, cl *clientLoad) {
+		served[cl.key]++
+		running = append(running, job{now.Add(10 * time.Millisecond), cl})
+	}
+	for step := 0; step < 400; step++ {
+		now := gateT0.Add(time.Duration(step) * 5 * time.Millisecond)
+		for i := 0; i < len(running); {
+			if j := running[i]; !j.end.After(now) {
+				running = append(running[:i], running[i+1:]...)
+				g.leave(now, j.cl, 10*time.Millisecond, limiter.Success)
+				continue
+			}
+			i++
+		}
+		for i := 0; i < len(queued); {
+			switch w := queued[i]; w.state {
+			case waitGranted:
+				start(now, w.cl)
+			case waitEvicted:
+				shed[w.cl.key]++
+			default:
+				i++
+				continue
+			}
+			queued = append(queued[:i], queued[i+1:]...)
+		}
+		who := []string{"heavy"}
+		if step%10 == 0 {
+			who = append(who, "light")
+		}
+		for _, c := range who {
+			cl, w, why, ok := g.arrive(now, gateKey{s: c})
+			switch {
+			case !ok:
+				shed[c]++
+				if why == shedFairShare {
+					fair[c]++
+				}
+			case w != nil:
+				queued = append(queued, w)
+			default:
+				start(now, cl)
+			}
+		}
+	}
+	if shed["light"] > 0 || served["light"] < 39 {
+		t.Errorf("light client: %d served, %d shed; want all 40 served", served["light"], shed["light"])
+	}
+	if shed["heavy"] < 100 || served["heavy"] < 100 {
+		t.Errorf("heavy client: %d served, %d shed; want it shed for the light client's share and served the rest",
+			served["heavy"], shed["heavy"])
+	}
+	if fair["heavy"] == 0 {
+		t.Errorf("the heavy client was never shed for its share (%d sheds)", shed["heavy"])
+	}
+	t.Logf("light: %d served; heavy: %d served, %d shed (%d for its share)", served["light"], served["heavy"], shed["heavy"], fair["heavy"])
 }

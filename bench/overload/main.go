@@ -83,6 +83,9 @@ func scenarios() []scenario {
 			}},
 		{name: "fair: 10 light + 1 heavy (2×)", rate: func(time.Duration, time.Duration) float64 { return 2 },
 			span: whole, capShare: 1, fair: true},
+		// The same mix with the light clients at 0.75 C instead of 1 C.
+		{name: "fair: 10 light + 1 heavy (1.5×)", rate: func(time.Duration, time.Duration) float64 { return 1.5 },
+			span: whole, capShare: 1, fair: true},
 	}
 }
 
@@ -114,23 +117,19 @@ func main() {
 	fmt.Fprintf(os.Stderr, "C = %d workers / %v = %.0f req/s; %v per scenario; GOMAXPROCS %d\n",
 		p.workers, p.service, p.capacity(), p.step, runtime.GOMAXPROCS(0))
 	var results []result
-	unloaded := map[string]time.Duration{} // p99 at 0.5×, by config
 	for _, sc := range scenarios() {
 		if !selected(sc.name, *only) {
 			continue
 		}
 		for _, cfg := range strings.Split(*configs, ",") {
-			r, err := runOne(&sc, cfg, p, unloaded[cfg])
+			r, err := runOne(&sc, cfg, p)
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "overload: %s / %s: %v\n", sc.name, cfg, err)
 				os.Exit(1)
 			}
-			fmt.Fprintf(os.Stderr, "%-32s %-9s goodput %.2f p99 %.1fms shed %.2f%% limit %.0f minRTT %.1fms sampleRTT %.1fms\n",
-				sc.name, cfg, r.goodput, msf(r.p99), 100*r.shed, r.limit, r.minRTT, r.sampleRTT)
+			fmt.Fprintf(os.Stderr, "%-32s %-9s goodput %.2f p99 %.1fms shed %.2f%% (%s) limit %.0f minRTT %.1fms sampleRTT %.1fms\n",
+				sc.name, cfg, r.goodput, msf(r.p99), 100*r.shed, r.shedBy, r.limit, r.minRTT, r.sampleRTT)
 			results = append(results, r)
-			if sc.name == "0.5×" {
-				unloaded[cfg] = r.p99
-			}
 		}
 	}
 	fmt.Print(table(results))
@@ -177,7 +176,7 @@ upstreams:
 
 // runOne runs one scenario under one config with a fresh backend and a
 // fresh tollgate.
-func runOne(sc *scenario, cfg string, p params, unloaded time.Duration) (result, error) {
+func runOne(sc *scenario, cfg string, p params) (result, error) {
 	b, err := startBackend(p.workers, p.service, p.queue)
 	if err != nil {
 		return result{}, err
@@ -222,7 +221,28 @@ func runOne(sc *scenario, cfg string, p params, unloaded time.Duration) (result,
 	rate := func(t time.Duration) float64 { return sc.rate(max(t, 0), p.step) * p.capacity() }
 	recs := gen.run(p.warmup, p.step, rate, events)
 	close(stop)
-	return analyze(sc, cfg, p, recs, <-limits, unloaded), nil
+	r := analyze(sc, cfg, p, recs, <-limits)
+	r.shedBy = shedReasons("http://" + s.AdminAddr().String())
+	return r, nil
+}
+
+// shedReasons reads tollgate's shed counts by reason ("" without a gate).
+func shedReasons(admin string) string {
+	resp, err := http.Get(admin + "/debug/upstreams")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var ups []struct {
+		Adaptive *struct {
+			Shed map[string]uint64 `json:"shed"`
+		} `json:"adaptive_concurrency"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&ups) != nil || len(ups) == 0 || ups[0].Adaptive == nil {
+		return ""
+	}
+	sh := ups[0].Adaptive.Shed
+	return fmt.Sprintf("fair_share %d, queue_full %d, queue_timeout %d", sh["fair_share"], sh["queue_full"], sh["queue_timeout"])
 }
 
 // sampleLimits reads the adaptive limit from /debug/upstreams every 100ms

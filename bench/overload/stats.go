@@ -22,6 +22,7 @@ type result struct {
 	hasSettle        bool
 	light, lightSLO  float64 // fair scenario: light clients' 2xx share, and within the SLO
 	hasLight         bool
+	shedBy           string // tollgate's shed counts by reason, whole run
 	n                int
 }
 
@@ -32,9 +33,8 @@ type limitSample struct {
 	minRTT, sampleRTT float64 // ms
 }
 
-// analyze computes a scenario's result from its records; unloaded is the
-// config's p99 at 0.5× (0: unknown), the latency bound of convergence.
-func analyze(sc *scenario, cfg string, p params, recs []record, limits []limitSample, unloaded time.Duration) result {
+// analyze computes a scenario's result from its records.
+func analyze(sc *scenario, cfg string, p params, recs []record, limits []limitSample) result {
 	from, to := sc.span(p.step)
 	capacity := p.capacity() * sc.capShare
 	r := result{scenario: sc.name, config: cfg, settle: -1}
@@ -88,7 +88,7 @@ func analyze(sc *scenario, cfg string, p params, recs []record, limits []limitSa
 	r.sampleRTT = median(limits, from, to, func(x limitSample) float64 { return x.sampleRTT })
 	if sc.settleFrom != nil {
 		r.hasSettle = true
-		r.settle = settleTime(recs, p, sc, capacity, unloaded)
+		r.settle = settleTime(recs, p, sc, capacity)
 	}
 	return r
 }
@@ -112,29 +112,46 @@ const bin = 100 * time.Millisecond
 
 // settleTime is the time from the scenario's mark (a load step, a
 // capacity change, the backend's restart) to the start of the first 1s
-// run of 100ms bins (by scheduled send time) that are all fine. When the
-// scenario overloads, a bin is fine when its goodput is at least 90 % of
-// the capacity and the p99 of its accepted requests at most twice the
-// unloaded p99 (when known); otherwise when 90 % of its requests got a 2xx
-// within the SLO. -1: never within the run.
-func settleTime(recs []record, p params, sc *scenario, capacity float64, unloaded time.Duration) time.Duration {
+// run of 100ms bins that are all fine. When the scenario overloads, bins
+// are by completion time, and a bin is fine when its goodput is at least
+// 90 % of the capacity and the median latency of the requests accepted in
+// it at most 1.2 × the steady median (that of the run's last second): the
+// system reached its steady state. (A bin holds about C/10 accepted
+// requests, too few for a tail percentile.) Otherwise bins are by send
+// time, and a bin is fine when 90 % of its requests got a 2xx within the
+// SLO. -1: never within the run.
+func settleTime(recs []record, p params, sc *scenario, capacity float64) time.Duration {
 	mark := sc.settleFrom(p.step)
 	_, to := sc.span(p.step)
 	nb := int((to - mark) / bin)
 	good, offered := make([]float64, nb), make([]float64, nb)
 	accepted := make([][]time.Duration, nb)
+	var steady []time.Duration
 	for _, rec := range recs {
-		i := int((rec.at - mark) / bin)
-		if rec.at < mark || i >= nb {
+		ok := rec.status >= 200 && rec.status < 300
+		t := rec.at
+		if sc.byCapacity {
+			t += rec.latency // completion
+		}
+		if ok && t >= to-time.Second && t < to {
+			steady = append(steady, rec.latency)
+		}
+		i := int((t - mark) / bin)
+		if t < mark || i >= nb {
 			continue
 		}
 		offered[i]++
-		if rec.status >= 200 && rec.status < 300 {
+		if ok {
 			accepted[i] = append(accepted[i], rec.latency)
 			if rec.latency <= p.slo {
 				good[i]++
 			}
 		}
+	}
+	slices.Sort(steady)
+	var steadyP50 time.Duration
+	if len(steady) > 0 {
+		steadyP50 = steady[len(steady)/2]
 	}
 	fine := func(i int) bool {
 		if !sc.byCapacity {
@@ -143,12 +160,9 @@ func settleTime(recs []record, p params, sc *scenario, capacity float64, unloade
 		if good[i] < 0.9*capacity*bin.Seconds() {
 			return false
 		}
-		if unloaded == 0 {
-			return true
-		}
 		a := accepted[i]
 		slices.Sort(a)
-		return a[min(len(a)*99/100, len(a)-1)] <= 2*unloaded
+		return a[len(a)/2] <= steadyP50*12/10
 	}
 	const run = 10
 	for i := 0; i+run <= nb; i++ {
