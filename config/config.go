@@ -83,6 +83,13 @@ type Config struct {
 	// Default 60s (Nginx). Zero: no limit.
 	ProxySendTimeout Duration `yaml:"proxy_send_timeout"`
 
+	// TCPUserTimeout bounds how long data sent to a client may stay
+	// unacknowledged before the kernel gives up on the connection
+	// (TCP_USER_TIMEOUT; HAProxy's tcp-ut): a client that vanished without
+	// a FIN or RST is noticed then, as ds_network_timeout. Default 0: the
+	// kernel's own (about 15 minutes of retransmissions).
+	TCPUserTimeout Duration `yaml:"tcp_user_timeout"`
+
 	// MaxConnections caps the client connections served at once. A
 	// connection over the cap gets its first request answered 503 with
 	// Connection: close (close reason ds_conn_limit), never a reset.
@@ -182,6 +189,11 @@ type Upstream struct {
 
 	// Servers of the group. At least one that is not a backup.
 	Servers []Server `yaml:"servers"`
+
+	// TCPUserTimeout bounds how long data sent to a backend may stay
+	// unacknowledged (TCP_USER_TIMEOUT): a backend host that vanished is
+	// noticed then, as us_network_timeout. Default 0: the kernel's own.
+	TCPUserTimeout Duration `yaml:"tcp_user_timeout"`
 
 	// RetryBudget caps the retries of requests to this upstream. Default:
 	// 20 % of requests plus 10 per second over 10s.

@@ -647,3 +647,48 @@ func TestCloseEdgeTimeoutSuspected(t *testing.T) {
 		t.Errorf("record not flagged edge_timeout_suspected: %+v", rec)
 	}
 }
+
+// TestCloseDSNetworkTimeout: a client that stops acknowledging (its window
+// closed, as a vanished host looks to the kernel) is given up on by the
+// kernel after tcp_user_timeout with ETIMEDOUT: ds_network_timeout, the
+// network's doing, not tollgate's send_timeout.
+func TestCloseDSNetworkTimeout(t *testing.T) {
+	addr, writeFailed := endlessBackend(t)
+	p := startProxyWithCloses(t, "tcp_user_timeout: 1s\nsend_timeout: 30s\n"+upstreamYAML(addr))
+	stuckClient(t, p.Addr, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+	waitClosed(t, writeFailed, "the backend's writes fail after the kernel gave up on the client")
+	ds := p.expect(t, downstreamClose(reasonDSNetworkTimeout, byNetwork, kindTimeout, "response_body"))
+	if ds.Errno != "ETIMEDOUT" {
+		t.Errorf("errno %q, want ETIMEDOUT", ds.Errno)
+	}
+	us := p.expect(t, upstreamClose(reasonCancelledByDS, byProxy, kindFIN, "response_body"))
+	p.expectCause(t, us, ds.wantClose())
+}
+
+// TestCloseUSNetworkTimeout: a backend that stops acknowledging a request
+// body is given up on after the upstream's tcp_user_timeout: the client gets
+// 504 with Proxy-Status connection_timeout, and the record says
+// us_network_timeout.
+func TestCloseUSNetworkTimeout(t *testing.T) {
+	done := make(chan struct{})
+	backend := rawBackend(t, func(c net.Conn) {
+		c.(*net.TCPConn).SetReadBuffer(4096)
+		<-done // never reads: its window closes
+	})
+	t.Cleanup(func() { close(done) }) // runs before rawBackend's cleanup waits
+	yaml := strings.Replace(upstreamYAML(backend), "    servers:", "    tcp_user_timeout: 1s\n    servers:", 1)
+	p := startProxyWithCloses(t, "proxy_send_timeout: 30s\nproxy_read_timeout: 30s\n"+yaml)
+	body := strings.Repeat("x", 16<<20)
+	resp, err := http.Post(p.URL+"/upload", "application/octet-stream", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 504 || !strings.Contains(resp.Header.Get("Proxy-Status"), "error=connection_timeout") {
+		t.Fatalf("status %d Proxy-Status %q, want 504 connection_timeout", resp.StatusCode, resp.Header.Get("Proxy-Status"))
+	}
+	rec := p.expect(t, upstreamClose(reasonNetworkTimeout, byNetwork, kindTimeout, "request_body"))
+	if rec.Errno != "ETIMEDOUT" {
+		t.Errorf("errno %q, want ETIMEDOUT", rec.Errno)
+	}
+}

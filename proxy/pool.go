@@ -18,6 +18,7 @@ type poolLimits struct {
 	idleTimeout time.Duration // how long a conn may idle
 	maxRequests int           // requests per conn
 	maxLife     time.Duration // a conn's whole life
+	userTimeout time.Duration // TCP_USER_TIMEOUT on dialed conns; 0: the kernel's
 }
 
 // serverPool keeps idle HTTP/1.1 connections to one backend server and dials
@@ -176,6 +177,10 @@ func (p *serverPool) dial(ctx context.Context, timeout time.Duration) (*upstream
 		raw.Close()
 		return nil, &dialError{addr: p.addr, err: errors.New("not a TCP connection")}
 	}
+	p.mu.Lock()
+	ut := p.limits.userTimeout
+	p.mu.Unlock()
+	setUserTimeout(tc, ut)
 	p.open.Add(1)
 	p.dials.Add(1)
 	return newUpstreamConn(tc, p, p.hooks.nextID()), nil

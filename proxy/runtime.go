@@ -30,8 +30,9 @@ type runtime struct {
 	headerTimeout    time.Duration // client_header_timeout
 	keepaliveTimeout time.Duration // 0: no keep-alive
 	keepaliveReqs    int
-	headerLimit      int // large_client_header_size
-	maxConns         int // max_connections; 0: no cap
+	headerLimit      int           // large_client_header_size
+	maxConns         int           // max_connections; 0: no cap
+	userTimeout      time.Duration // tcp_user_timeout on client conns
 	edgeReadTimeout  time.Duration
 }
 
@@ -73,6 +74,7 @@ func newRuntime(cfg *config.Config, poolFor func(up *config.Upstream, addr strin
 		keepaliveReqs:    cfg.KeepaliveRequests,
 		headerLimit:      int(cfg.LargeClientHeaderSize.Bytes),
 		maxConns:         cfg.MaxConnections,
+		userTimeout:      cfg.TCPUserTimeout.Duration,
 		edgeReadTimeout:  cfg.EdgeProxyReadTimeout.Duration,
 	}
 	if ri := cfg.RealIP; ri != nil {
@@ -116,6 +118,7 @@ func limitsOf(up *config.Upstream) poolLimits {
 		idleTimeout: up.KeepaliveTimeout.Duration,
 		maxRequests: up.KeepaliveRequests,
 		maxLife:     up.KeepaliveTime.Duration,
+		userTimeout: up.TCPUserTimeout.Duration,
 	}
 }
 

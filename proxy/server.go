@@ -176,6 +176,7 @@ func (s *Server) acceptLoop(ln net.Listener) {
 			c.Close()
 			continue
 		}
+		setUserTimeout(tc, s.rt.Load().userTimeout)
 		s.sessions.Add(1)
 		go func() {
 			defer s.sessions.Done()

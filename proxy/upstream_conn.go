@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"net"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -137,7 +138,9 @@ func (c *upstreamConn) noteErr(err error) error {
 		return errCancelled
 	}
 	c.lastErr = err
-	if isTimeout(err) {
+	// Only a deadline tollgate armed: ETIMEDOUT from the kernel also
+	// reports Timeout(), and is the network's doing (us_network_timeout).
+	if errors.Is(err, os.ErrDeadlineExceeded) {
 		c.deadlineFired = true
 	}
 	return err
