@@ -117,8 +117,8 @@ func (c *dsConn) endRequest(now time.Time) {
 	c.phase.Store(phaseIdle)
 }
 
-// Close closes without a reason of the session's: only Shutdown's forced
-// close and error paths get here.
+// Close satisfies net.Conn. tollgate closes with closeWith and a reason; a
+// Close from anywhere else is tagged ds_shutdown.
 func (c *dsConn) Close() error {
 	c.closeWith(reasonDSShutdown, "", "")
 	return nil

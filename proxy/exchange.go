@@ -67,23 +67,35 @@ func (x *exchange) roundTripExpectContinue() error {
 		return err
 	}
 	c.phase = phaseResponseHeaders
-	c.readBy = time.Now().Add(expectContinueWait)
-	_, err := c.br.Peek(1)
-	switch {
-	case err == nil:
+	waitUntil := time.Now().Add(expectContinueWait)
+	for {
+		c.readBy = waitUntil
+		_, err := c.br.Peek(1)
+		if isTimeout(err) && !c.cancelled.Load() {
+			// The backend stays silent: send the body anyway.
+			c.deadlineFired = false
+			c.lastErr = nil
+			break
+		}
+		if err != nil {
+			return err
+		}
 		if err := x.readHead(); err != nil {
 			return err
 		}
-		if c.resp.Status != 100 {
-			x.bodyUnsent = true
-			return nil
+		s := c.resp.Status
+		if s == 100 {
+			break
 		}
-	case isTimeout(err) && !c.cancelled.Load():
-		// The backend stays silent: send the body anyway.
-		c.deadlineFired = false
-		c.lastErr = nil
-	default:
-		return err
+		if s >= 200 || s == 101 {
+			// A final answer before the body: the client never sends it.
+			x.bodyUnsent = true
+			return x.checkSwitch()
+		}
+		if s == 103 && x.early != nil {
+			x.early.passEarlyHints(&c.resp)
+		}
+		// Other 1xx (102 Processing): keep waiting for 100 or the answer.
 	}
 	c.phase = phaseRequestBody
 	if err := writeBody(c.bw, x.req, x.body, x.trailer, x.buf); err != nil {
@@ -112,12 +124,21 @@ func (x *exchange) readResponse() error {
 		}
 		s := x.c.resp.Status
 		if s >= 200 || s == 101 {
-			return nil
+			return x.checkSwitch()
 		}
 		if s == 103 && x.early != nil {
 			x.early.passEarlyHints(&x.c.resp)
 		}
 	}
+}
+
+// checkSwitch refuses a 101 nobody asked for: the connection now speaks
+// something else and must reach neither the client nor the pool.
+func (x *exchange) checkSwitch() error {
+	if x.c.resp.Status == 101 && x.upgrade == "" {
+		return &responseError{err: &h1.Error{Status: 502, Reason: "101 without an Upgrade request"}, started: true}
+	}
+	return nil
 }
 
 func (x *exchange) readHead() error {

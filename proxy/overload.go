@@ -407,8 +407,12 @@ func (ss *session) enterGate(g *overloadGate, st *requestState) (*clientLoad, bo
 	if w == nil {
 		return cl, true
 	}
-	deadline := time.Now().Add(g.queueTimeout)
-	t := time.NewTimer(min(g.queueTimeout, gatePoll))
+	// Read under the gate's lock: a reload may reconfigure it meanwhile.
+	g.mu.Lock()
+	wait := g.queueTimeout
+	g.mu.Unlock()
+	deadline := time.Now().Add(wait)
+	t := time.NewTimer(min(wait, gatePoll))
 	defer t.Stop()
 	for {
 		select {

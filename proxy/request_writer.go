@@ -35,10 +35,11 @@ func writeRequestHead(bw *bufio.Writer, req *h1.Request, f *forwarding, upgrade 
 	var xffA [4]string
 	xff = xffA[:0]
 	hasXFP := false
+	hop := req.Header.HopFilter()
 	for _, fl := range req.Header {
 		name := fl.Name
 		switch {
-		case strings.EqualFold(name, "Host"), req.Header.IsHopByHop(name),
+		case strings.EqualFold(name, "Host"), hop.IsHopByHop(name),
 			strings.EqualFold(name, hdrXReal), strings.EqualFold(name, f.requestIDName):
 			continue
 		case strings.EqualFold(name, hdrXFF):

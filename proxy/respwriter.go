@@ -58,8 +58,12 @@ func (w *respWriter) writeHead(spec *headSpec) {
 	bw := w.bw
 	h1.WriteStatusLine(bw, spec.status, spec.reason)
 	hasDate := false
+	var hop h1.HopFilter
+	if spec.filter {
+		hop = spec.fields.HopFilter()
+	}
 	for _, f := range spec.fields {
-		if spec.filter && (spec.fields.IsHopByHop(f.Name) || strings.EqualFold(f.Name, spec.skipName)) {
+		if spec.filter && (hop.IsHopByHop(f.Name) || strings.EqualFold(f.Name, spec.skipName)) {
 			continue
 		}
 		if !hasDate && len(f.Name) == 4 && (f.Name == "Date" || f.Name == "date") {
@@ -94,6 +98,8 @@ func (w *respWriter) writeHead(spec *headSpec) {
 		w.closeConn = true // HTTP/1.0: the close ends the body
 	}
 	switch {
+	case spec.status == 101:
+		// The switch's own Connection: Upgrade is among spec.extra.
 	case w.closeConn:
 		bw.WriteString("Connection: close\r\n")
 	case w.minor == 0:
@@ -112,7 +118,11 @@ func (w *respWriter) writeInformational(status int, reason string, fields h1.Hea
 		return
 	}
 	h1.WriteStatusLine(w.bw, status, reason)
+	hop := fields.HopFilter()
 	for _, f := range fields {
+		if hop.IsHopByHop(f.Name) {
+			continue
+		}
 		h1.WriteField(w.bw, f.Name, f.Value)
 	}
 	w.bw.WriteString("\r\n")

@@ -203,7 +203,10 @@ func (s *Server) closeConns(all bool) {
 	s.connsMu.Lock()
 	var victims []*dsConn
 	for c := range s.conns {
-		if all || c.idle.Load() {
+		// An idle connection is claimed, so its session cannot start a
+		// request that arrives just now; busy ones end after their
+		// request (the session sees shuttingDown), or here when all.
+		if c.idle.CompareAndSwap(true, false) || all {
 			victims = append(victims, c)
 		}
 	}

@@ -83,7 +83,10 @@ func (ss *session) serveOne() (reason, initiator, cause string) {
 	// The request uses the config current when it arrived, not the one
 	// current when the connection went idle.
 	rt = ss.s.rt.Load()
-	c.idle.Store(false)
+	if !c.idle.CompareAndSwap(true, false) {
+		// Shutdown claimed the idle connection first and is closing it.
+		return reasonDSShutdown, "", ""
+	}
 	c.setPhase(phaseRequestHeaders)
 	if d := rt.headerTimeout; d > 0 {
 		c.SetReadDeadline(time.Now().Add(d))

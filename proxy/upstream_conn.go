@@ -28,8 +28,8 @@ const clientCheckEvery = 250 * time.Millisecond
 // proxy_read_timeout and proxy_send_timeout behave: between two reads, not
 // for the whole response.
 //
-// One exchange at a time uses a conn; only cancel may be called from another
-// goroutine.
+// One exchange at a time uses a conn, on the session's goroutine; cancel is
+// the one method safe to call from another.
 type upstreamConn struct {
 	raw  *net.TCPConn
 	pool *serverPool

@@ -94,24 +94,69 @@ var hopByHop = [...]string{
 
 // IsHopByHop reports whether a field must not be forwarded as it is: a
 // connection-level field, a framing field, or one named in the message's
-// Connection header (RFC 9110 §7.6.1).
+// Connection header (RFC 9110 §7.6.1). To filter a whole message, build a
+// HopFilter once instead: this scans the fields on every call.
 func (h Header) IsHopByHop(name string) bool {
+	f := h.HopFilter()
+	return f.IsHopByHop(name)
+}
+
+// HopFilter tells the hop-by-hop fields of one message apart. Built once per
+// message, it makes filtering linear in the number of fields: a head of
+// thousands of fields must not cost thousands squared comparisons.
+type HopFilter struct {
+	conn  [4]string           // the Connection field values, the usual case
+	n     int                 // how many of conn are used
+	named map[string]struct{} // lower-cased tokens, when there are more fields
+}
+
+// HopFilter collects the message's Connection field values.
+func (h Header) HopFilter() HopFilter {
+	var f HopFilter
+	for i := range h {
+		if !strings.EqualFold(h[i].Name, "Connection") {
+			continue
+		}
+		if f.n < len(f.conn) && f.named == nil {
+			f.conn[f.n] = h[i].Value
+			f.n++
+			continue
+		}
+		if f.named == nil {
+			f.named = map[string]struct{}{}
+			for _, v := range f.conn[:f.n] {
+				addTokens(f.named, v)
+			}
+		}
+		addTokens(f.named, h[i].Value)
+	}
+	return f
+}
+
+func addTokens(set map[string]struct{}, list string) {
+	for list != "" {
+		var item string
+		item, list, _ = strings.Cut(list, ",")
+		if item = strings.TrimSpace(item); item != "" {
+			set[strings.ToLower(item)] = struct{}{}
+		}
+	}
+}
+
+// IsHopByHop reports whether the field name must not be forwarded.
+func (f *HopFilter) IsHopByHop(name string) bool {
 	for _, hb := range hopByHop {
 		if strings.EqualFold(name, hb) {
 			return true
 		}
 	}
-	for i := range h {
-		if !strings.EqualFold(h[i].Name, "Connection") {
-			continue
-		}
-		list := h[i].Value
-		for list != "" {
-			var item string
-			item, list, _ = strings.Cut(list, ",")
-			if strings.EqualFold(strings.TrimSpace(item), name) {
-				return true
-			}
+	if f.named != nil {
+		_, ok := f.named[strings.ToLower(name)]
+		return ok
+	}
+	for _, v := range f.conn[:f.n] {
+		if hasToken(v, name) {
+			return true
 		}
 	}
 	return false

@@ -146,3 +146,21 @@ func TestTokenAndValueChars(t *testing.T) {
 		}
 	}
 }
+
+// TestHopFilterManyConnectionFields: with more Connection fields than the
+// filter keeps inline, every named field is still hop-by-hop.
+func TestHopFilterManyConnectionFields(t *testing.T) {
+	var h Header
+	for _, n := range []string{"A", "B", "C", "D", "E", "F"} {
+		h = append(h, Field{Name: "Connection", Value: "x-" + n})
+	}
+	f := h.HopFilter()
+	for _, n := range []string{"X-A", "x-f", "Connection", "transfer-encoding"} {
+		if !f.IsHopByHop(n) {
+			t.Errorf("%s not hop-by-hop", n)
+		}
+	}
+	if f.IsHopByHop("X-G") {
+		t.Error("X-G hop-by-hop")
+	}
+}

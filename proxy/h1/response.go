@@ -106,6 +106,11 @@ func (resp *Response) parseFraming(method string) error {
 	switch {
 	case hasTE && only:
 		resp.Chunked, resp.ContentLength = true, -1
+		if cl >= 0 {
+			// Both framings: chunked wins, and the connection must not
+			// be reused (RFC 9112 §6.1), in case the backend disagrees.
+			resp.KeepAlive = false
+		}
 	case hasTE && chunked:
 		// gzip, chunked: tollgate would have to pass a transfer coding
 		// on without its field.
