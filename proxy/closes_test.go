@@ -678,12 +678,29 @@ func TestCloseUSNetworkTimeout(t *testing.T) {
 	t.Cleanup(func() { close(done) }) // runs before rawBackend's cleanup waits
 	yaml := strings.Replace(upstreamYAML(backend), "    servers:", "    tcp_user_timeout: 1s\n    servers:", 1)
 	p := startProxyWithCloses(t, "proxy_send_timeout: 30s\nproxy_read_timeout: 30s\n"+yaml)
-	body := strings.Repeat("x", 16<<20)
-	resp, err := http.Post(p.URL+"/upload", "application/octet-stream", strings.NewReader(body))
+	// A raw client sends the body in the background and reads the answer
+	// meanwhile: tollgate answers before the body is through, and a client
+	// that only reads after sending would see its own write fail first.
+	c, err := net.Dial("tcp", p.Addr)
 	if err != nil {
-		t.Fatalf("POST: %v", err)
+		t.Fatal(err)
 	}
-	resp.Body.Close()
+	defer c.Close()
+	const size = 16 << 20
+	go func() {
+		io.WriteString(c, fmt.Sprintf("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", size))
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for sent := 0; sent < size; sent += len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
 	if resp.StatusCode != 504 || !strings.Contains(resp.Header.Get("Proxy-Status"), "error=connection_timeout") {
 		t.Fatalf("status %d Proxy-Status %q, want 504 connection_timeout", resp.StatusCode, resp.Header.Get("Proxy-Status"))
 	}

@@ -206,6 +206,23 @@ func socketOpen(sc syscall.Conn) bool {
 	return err == nil && open
 }
 
+// socketHasData reports whether unread bytes wait on the socket, without
+// blocking or consuming them.
+func socketHasData(sc syscall.Conn) bool {
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	has := false
+	var b [1]byte
+	rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		has = err == nil && n > 0
+		return true
+	})
+	return has
+}
+
 // refineKind sets fin or rst from what was actually seen: the errno, or the
 // TCP state when the socket was read before closing.
 func refineKind(rec *closeRecord) {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestUnrequestedSwitchingProtocols: a backend that answers 101 to a plain
@@ -59,5 +60,32 @@ func TestExpectContinueSkipsProcessing(t *testing.T) {
 	rest, _ := br.ReadString('\n')
 	if !strings.HasPrefix(rest, "HTTP/1.1 200") {
 		t.Fatalf("final status line %q, want 200", rest)
+	}
+}
+
+// TestBadRequestLingers: after answering a malformed request, tollgate
+// half-closes and reads off what the client still sends (Nginx's lingering
+// close) instead of closing with unread input, which makes the kernel send
+// RST: the client's further writes succeed and it reads the 400 and then a
+// clean end of stream, not "connection reset by peer".
+func TestBadRequestLingers(t *testing.T) {
+	b := namedBackend(t, "ok")
+	p := startProxy(t, upstreamYAML(b.Addr))
+	c, err := net.Dial("tcp", p.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "NOT A REQUEST\r\n\r\n"+strings.Repeat("junk ", 20000))
+	br := bufio.NewReader(c)
+	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 400") {
+		t.Fatalf("got %q, %v; want the 400 status line", line, err)
+	}
+	if _, err := io.WriteString(c, strings.Repeat("more ", 10000)); err != nil {
+		t.Fatalf("write after the 400: %v (tollgate reset instead of lingering)", err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("end of stream after the 400: %v, want a clean EOF", err)
 	}
 }

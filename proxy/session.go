@@ -63,6 +63,9 @@ func (s *Server) serveConn(c *dsConn) {
 	for {
 		reason, initiator, cause := ss.serveOne()
 		if reason != "" {
+			if reason == reasonDSBadRequest || reason == reasonDSKeepaliveLimit {
+				ss.linger()
+			}
 			c.closeWith(reason, initiator, cause)
 			return
 		}
@@ -148,6 +151,24 @@ func (ss *session) waitRequest(rt *runtime) error {
 	return err
 }
 
+// lingerTime bounds how long a closing connection reads off what the client
+// still sends (Nginx's lingering_timeout is 5s).
+const lingerTime = 2 * time.Second
+
+// linger half-closes and reads off what the client still sends before the
+// connection closes: closing a socket with unread input makes the kernel
+// send RST, which can destroy the answer just written (a 400, a 413, the
+// last keep-alive response) before the client reads it. Nginx's
+// lingering_close does the same.
+func (ss *session) linger() {
+	if ss.br.Buffered() == 0 && !socketHasData(ss.conn.tc) {
+		return
+	}
+	ss.conn.CloseWrite()
+	ss.conn.SetReadDeadline(time.Now().Add(lingerTime))
+	io.Copy(io.Discard, io.LimitReader(ss.br, maxDrain))
+}
+
 // refuseOverCap answers a connection over max_connections: its first
 // request gets 503 with Connection: close, so the client sees an answer
 // rather than a reset (the request head is read first: closing with unread
@@ -168,7 +189,7 @@ func (ss *session) refuseOverCap() {
 			}})
 		ss.rw.Write([]byte(body))
 		ss.rw.finish(nil)
-		ss.conn.CloseWrite()
+		ss.linger()
 	}
 	ss.s.logBadRequest(ss, 503, "max_connections reached")
 	ss.conn.closeWith(reasonDSConnLimit, "", "")
