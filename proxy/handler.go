@@ -87,10 +87,16 @@ func (ss *session) handle(rt *runtime) (keep bool, reason, initiator, cause stri
 	ss.rw.reset(ss.bw, ss.conn, rt.writeTimeout, req.Method == http.MethodHead, req.Minor, st.keep)
 
 	st.path = req.Path()
-	st.route = rt.routes.match(req.Host, st.path)
-	if st.route == nil {
+	mp, ok := matchPath(st.path)
+	if ok {
+		st.route = rt.routes.match(req.Host, mp)
+	}
+	switch {
+	case !ok:
+		ss.respondError(st, http.StatusBadRequest, "", "path above the root")
+	case st.route == nil:
 		ss.respondError(st, http.StatusNotFound, "", "no route")
-	} else if ss.admit(rt, st) {
+	case ss.admit(rt, st):
 		ss.forwardGuarded(rt, st) // forward, behind adaptive_concurrency (overload.go)
 	}
 	s.observe(ss, st)
