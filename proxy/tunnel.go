@@ -46,6 +46,13 @@ func (ss *session) tunnel(st *requestState, c *upstreamConn) {
 		}
 	}()
 	pipe(d, c.br)
+	// The backend's side ended: the client's may not idle forever either.
+	// (The other way round, proxy_read_timeout bounds each upstream read.)
+	idle := c.readTimeout
+	if idle <= 0 {
+		idle = time.Minute
+	}
+	d.SetReadDeadline(time.Now().Add(idle))
 	wg.Wait()
 	if upEnded {
 		st.dsReason, st.dsBy = reasonDSTunnelClosed, byPeer
