@@ -1,18 +1,14 @@
 package proxy
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -66,48 +62,11 @@ type edgeNginx struct {
 // the foreground with a temporary prefix, until the test ends.
 func startEdgeNginx(t testing.TB, upstream string) *edgeNginx {
 	t.Helper()
-	bin := requireBinary(t, "nginx")
 	dir := t.TempDir()
 	listen := freeLoopbackAddr(t)
 	conf := strings.NewReplacer("{{dir}}", dir, "{{upstream}}", upstream, "{{listen}}", listen).Replace(closesNginxConf)
-	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	n := &edgeNginx{URL: "http://" + listen, errorLog: filepath.Join(dir, "error.log"), accessLog: filepath.Join(dir, "access.log")}
-	cmd := exec.Command(bin, "-p", dir, "-c", confPath, "-e", n.errorLog)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nginx: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(waitLimit):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
-	deadline := time.Now().Add(waitLimit)
-	for {
-		select {
-		case <-exited:
-			t.Fatalf("nginx exited at start:\n%s%s", out.String(), n.errors())
-		default:
-		}
-		if c, err := net.Dial("tcp", listen); err == nil {
-			c.Close()
-			return n
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx did not listen on %s:\n%s", listen, n.errors())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	runNginxConf(t, dir, listen, conf)
+	return &edgeNginx{URL: "http://" + listen, errorLog: filepath.Join(dir, "error.log"), accessLog: filepath.Join(dir, "access.log")}
 }
 
 func (n *edgeNginx) errors() string {

@@ -2,19 +2,16 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"cmp"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -240,52 +237,6 @@ func lrTollgateYAML(backend string) string {
 		}
 	}
 	return b.String()
-}
-
-// runNginxConf runs nginx in the foreground on conf with prefix dir until
-// the test ends, once it listens on listen.
-func runNginxConf(t testing.TB, dir, listen, conf string) {
-	t.Helper()
-	bin := requireBinary(t, "nginx")
-	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	errLog := filepath.Join(dir, "error.log")
-	cmd := exec.Command(bin, "-p", dir, "-c", confPath, "-e", errLog)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nginx: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(waitLimit):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
-	deadline := time.Now().Add(waitLimit)
-	for {
-		select {
-		case <-exited:
-			b, _ := os.ReadFile(errLog)
-			t.Fatalf("nginx exited at start:\n%s%s", out.String(), b)
-		default:
-		}
-		if c, err := net.Dial("tcp", listen); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx did not listen on %s", listen)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // lrResult is what one request came to.

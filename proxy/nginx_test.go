@@ -146,52 +146,11 @@ http {
 // to upstream, and returns its address. It is stopped when the test ends.
 func startNginx(t testing.TB, upstream string) string {
 	t.Helper()
-	bin := requireBinary(t, "nginx")
 	dir := t.TempDir()
 	listen := freeLoopbackAddr(t)
 	conf := strings.NewReplacer("{{dir}}", dir, "{{upstream}}", upstream, "{{listen}}", listen).Replace(nginxConf)
-	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	errLog := filepath.Join(dir, "error.log")
-	cmd := exec.Command(bin, "-p", dir, "-c", confPath, "-e", errLog)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nginx: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(failAfter):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
-	logs := func() string {
-		b, _ := os.ReadFile(errLog)
-		return out.String() + string(b)
-	}
-	deadline := time.Now().Add(failAfter)
-	for {
-		select {
-		case <-exited:
-			t.Fatalf("nginx exited at start:\n%s", logs())
-		default:
-		}
-		if c, err := net.Dial("tcp", listen); err == nil {
-			c.Close()
-			return listen
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx did not listen on %s:\n%s", listen, logs())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	runNginxConf(t, dir, listen, conf)
+	return listen
 }
 
 // echoSeen is what the echo backend of the Nginx test reports.
@@ -286,5 +245,51 @@ func TestNginxInFront(t *testing.T) {
 	s := do("POST", "/upload", body)
 	if s.Length != int64(len(body)) || s.SHA256 != hex.EncodeToString(sum[:]) {
 		t.Errorf("1 MiB POST arrived as %d bytes, sha256 %s; want %d bytes, %x", s.Length, s.SHA256, len(body), sum)
+	}
+}
+
+// runNginxConf runs nginx in the foreground on conf with prefix dir until
+// the test ends, once it listens on listen.
+func runNginxConf(t testing.TB, dir, listen, conf string) {
+	t.Helper()
+	bin := requireBinary(t, "nginx")
+	confPath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	errLog := filepath.Join(dir, "error.log")
+	cmd := exec.Command(bin, "-p", dir, "-c", confPath, "-e", errLog)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start nginx: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(waitLimit):
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	deadline := time.Now().Add(waitLimit)
+	for {
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(errLog)
+			t.Fatalf("nginx exited at start:\n%s%s", out.String(), b)
+		default:
+		}
+		if c, err := net.Dial("tcp", listen); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx did not listen on %s", listen)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

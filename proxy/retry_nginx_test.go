@@ -2,18 +2,15 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -166,49 +163,10 @@ func (c *nextUpstreamCase) tollgateRoute() string {
 // until the test ends, and returns its address and access log path.
 func runRetryNginx(t testing.TB, conf string) (addr, accessLog string) {
 	t.Helper()
-	bin := requireBinary(t, "nginx")
 	dir := t.TempDir()
 	addr = freeLoopbackAddr(t)
-	conf = strings.NewReplacer("{{dir}}", dir, "{{listen}}", addr).Replace(conf)
-	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	errLog := filepath.Join(dir, "error.log")
-	cmd := exec.Command(bin, "-p", dir, "-c", confPath, "-e", errLog)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nginx: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(waitLimit):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
-	deadline := time.Now().Add(waitLimit)
-	for {
-		select {
-		case <-exited:
-			b, _ := os.ReadFile(errLog)
-			t.Fatalf("nginx exited at start:\n%s%s", out.String(), b)
-		default:
-		}
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return addr, filepath.Join(dir, "access.log")
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx did not listen on %s", addr)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	runNginxConf(t, dir, addr, strings.NewReplacer("{{dir}}", dir, "{{listen}}", addr).Replace(conf))
+	return addr, filepath.Join(dir, "access.log")
 }
 
 // nginxRetryLine waits for Nginx's access log line of request ("GET /c1/x
