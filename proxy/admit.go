@@ -166,21 +166,13 @@ func (ss *session) respondLimited(st *requestState, rl *routeLimits, z *limitZon
 		}
 	}
 	name := sfString(z.Name())
-	fields := [...]h1.Field{
-		{Name: "Content-Type", Value: "text/plain; charset=utf-8"},
-		{Name: "Cache-Control", Value: "no-store"},
-		{Name: st.fwd.requestIDName, Value: st.fwd.requestID},
-		{Name: "Retry-After", Value: retry},
-		{Name: "RateLimit-Policy", Value: policy},
-		{Name: "RateLimit", Value: name + ";r=0;t=" + retry},
-		{Name: "Proxy-Status", Value: "tollgate; error=http_request_denied; details=" +
-			strconv.Quote("limit_req zone="+z.Name())},
-	}
-	body := statusText(status) + "\n"
-	ss.rw.writeHead(&headSpec{status: status, reason: statusText(status),
-		contentLength: int64(len(body)), extra: fields[:]})
-	ss.rw.Write([]byte(body))
-	ss.rw.finish(nil)
+	ss.writeOwnResponse(status,
+		h1.Field{Name: st.fwd.requestIDName, Value: st.fwd.requestID},
+		h1.Field{Name: "Retry-After", Value: retry},
+		h1.Field{Name: "RateLimit-Policy", Value: policy},
+		h1.Field{Name: "RateLimit", Value: name + ";r=0;t=" + retry},
+		h1.Field{Name: "Proxy-Status", Value: "tollgate; error=http_request_denied; details=" +
+			strconv.Quote("limit_req zone="+z.Name())})
 }
 
 // logLimit logs a rejection at limit_req_log_level or a delay one level

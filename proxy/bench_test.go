@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"github.com/tollgate-proxy/tollgate/proxy/h1"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-proxy/tollgate/proxy/h1"
 )
 
 // fixedResponse is the fake upstream's whole answer: exactly 64 bytes.

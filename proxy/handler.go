@@ -219,16 +219,24 @@ func (ss *session) respondError(st *requestState, status int, proxyErr, details 
 	if ss.rw.wroteHead {
 		return
 	}
-	extra := [...]h1.Field{
-		{Name: "Content-Type", Value: "text/plain; charset=utf-8"},
-		{Name: "Cache-Control", Value: "no-store"},
-		{Name: st.fwd.requestIDName, Value: st.fwd.requestID},
-		{Name: "Proxy-Status", Value: "tollgate; error=" + proxyErr + "; details=" + strconv.Quote(details)},
-	}
-	fields := extra[:]
+	id := h1.Field{Name: st.fwd.requestIDName, Value: st.fwd.requestID}
 	if proxyErr == "" {
-		fields = extra[:3]
+		ss.writeOwnResponse(status, id)
+		return
 	}
+	ss.writeOwnResponse(status, id, h1.Field{Name: "Proxy-Status",
+		Value: "tollgate; error=" + proxyErr + "; details=" + strconv.Quote(details)})
+}
+
+// writeOwnResponse writes a small answer of tollgate's own: the status, its
+// reason phrase as a plain-text body, no-store, and the given fields
+// (request id, Retry-After, Proxy-Status, …). Every refusal goes through it.
+func (ss *session) writeOwnResponse(status int, extra ...h1.Field) {
+	var fieldsA [8]h1.Field
+	fields := append(fieldsA[:0],
+		h1.Field{Name: "Content-Type", Value: "text/plain; charset=utf-8"},
+		h1.Field{Name: "Cache-Control", Value: "no-store"})
+	fields = append(fields, extra...)
 	body := statusText(status) + "\n"
 	ss.rw.writeHead(&headSpec{status: status, reason: statusText(status),
 		contentLength: int64(len(body)), extra: fields})

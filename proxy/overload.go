@@ -487,16 +487,8 @@ func (ss *session) respondShed(g *overloadGate, st *requestState, why shedReason
 	if ss.rw.wroteHead {
 		return
 	}
-	fields := [...]h1.Field{
-		{Name: "Content-Type", Value: "text/plain; charset=utf-8"},
-		{Name: "Cache-Control", Value: "no-store"},
-		{Name: st.fwd.requestIDName, Value: st.fwd.requestID},
-		{Name: "Retry-After", Value: "1"},
-		{Name: "Proxy-Status", Value: shedProxyStatus},
-	}
-	body := statusText(st.status) + "\n"
-	ss.rw.writeHead(&headSpec{status: st.status, reason: statusText(st.status),
-		contentLength: int64(len(body)), extra: fields[:]})
-	ss.rw.Write([]byte(body))
-	ss.rw.finish(nil)
+	ss.writeOwnResponse(st.status,
+		h1.Field{Name: st.fwd.requestIDName, Value: st.fwd.requestID},
+		h1.Field{Name: "Retry-After", Value: "1"},
+		h1.Field{Name: "Proxy-Status", Value: shedProxyStatus})
 }

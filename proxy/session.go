@@ -180,15 +180,9 @@ func (ss *session) refuseOverCap() {
 	}
 	if err := h1.ReadRequest(ss.br, rt.headerLimit, &ss.req); err == nil {
 		ss.rw.reset(ss.bw, ss.conn, rt.writeTimeout, ss.req.Method == "HEAD", ss.req.Minor, false)
-		body := "Service Unavailable\n"
-		ss.rw.writeHead(&headSpec{status: 503, reason: "Service Unavailable", contentLength: int64(len(body)),
-			extra: []h1.Field{
-				{Name: "Content-Type", Value: "text/plain; charset=utf-8"},
-				{Name: "Retry-After", Value: "1"},
-				{Name: "Proxy-Status", Value: `tollgate; error=connection_limit_reached; details="max_connections"`},
-			}})
-		ss.rw.Write([]byte(body))
-		ss.rw.finish(nil)
+		ss.writeOwnResponse(503,
+			h1.Field{Name: "Retry-After", Value: "1"},
+			h1.Field{Name: "Proxy-Status", Value: `tollgate; error=connection_limit_reached; details="max_connections"`})
 		ss.linger()
 	}
 	ss.s.logBadRequest(ss, 503, "max_connections reached")
@@ -200,13 +194,7 @@ func (ss *session) refuseOverCap() {
 func (ss *session) answerBadRequest(rt *runtime, he *h1.Error) {
 	status := he.Status
 	ss.rw.reset(ss.bw, ss.conn, rt.writeTimeout, false, 1, false)
-	body := statusText(status) + "\n"
-	ss.rw.writeHead(&headSpec{
-		status: status, reason: statusText(status), contentLength: int64(len(body)),
-		extra: []h1.Field{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}},
-	})
-	ss.rw.Write([]byte(body))
-	ss.rw.finish(nil)
+	ss.writeOwnResponse(status)
 	ss.s.logBadRequest(ss, status, he.Reason)
 }
 
