@@ -8,19 +8,19 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tollgate-proxy/tollgate/breaker"
 	"github.com/tollgate-proxy/tollgate/proxy/h1"
 )
 
 // try runs one attempt on server p. It returns nil once the client has its
 // answer, else the failure, for forward to decide on another attempt.
-func (ss *session) try(rt *runtime, st *requestState, rr *retryRun, p *peer) *failure {
+func (ss *session) try(rt *runtime, st *requestState, rr *retryRun, p *peer, tk breaker.Ticket) *failure {
 	if p == circuitOpen {
 		ss.shedCircuitOpen(st)
 		return nil
 	}
 	now := time.Now()
 	bal := st.route.upstream.bal
-	tk := bal.begin(p) // the breaker's admission; reported once the attempt ends
 	ss.conn.setPhase(phaseResponseHeaders)
 	c, err := p.pool.get(context.Background(), now, rt.connectTimeout)
 	if err != nil {

@@ -37,9 +37,6 @@ type peer struct {
 	accessed time.Time
 	checked  time.Time
 
-	// tickets are the breaker admissions of picks whose attempt has not
-	// started: pick pushes one per pick, begin pops it.
-	tickets []breaker.Ticket
 }
 
 // weightScale multiplies configured weights, so that slow start can give a
@@ -106,44 +103,45 @@ func newBalancer(up *config.Upstream, poolFor func(addr string) *serverPool) *ba
 var circuitOpen = &peer{addr: "circuit-open"}
 
 // pick returns the server for the next attempt, skipping those in tried,
-// and counts the request as in flight on it; the attempt takes its breaker
-// ticket with begin. It returns nil when no server is usable (Nginx's "no
-// live upstreams"), or circuitOpen when breakers refused every server.
-func (b *balancer) pick(now time.Time, tried []*peer) *peer {
+// counts the request as in flight on it, and hands over the breaker's
+// admission, which the attempt reports when it ends (peer.report). It
+// returns nil when no server is usable (Nginx's "no live upstreams"), or
+// circuitOpen when breakers refused every server.
+func (b *balancer) pick(now time.Time, tried []*peer) (*peer, breaker.Ticket) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	healthy, total := b.survey(now)
 	if b.panicPct > 0 && healthy*100 < b.panicPct*total && !b.anyUsable(b.backup, now, tried) {
 		// Panic: too few healthy primaries and no backup to take over.
-		if p := b.choose(b.primary, now, tried, true, nil); p != nil {
-			return p
+		if p, tk := b.choose(b.primary, now, tried, true, nil); p != nil {
+			return p, tk
 		}
 	}
 	b.countSheds(now)
 	refused := false
-	if p := b.choose(b.primary, now, tried, false, &refused); p != nil {
-		return p
+	if p, tk := b.choose(b.primary, now, tried, false, &refused); p != nil {
+		return p, tk
 	}
-	if p := b.choose(b.backup, now, tried, false, &refused); p != nil {
-		return p
+	if p, tk := b.choose(b.backup, now, tried, false, &refused); p != nil {
+		return p, tk
 	}
 	if refused && len(tried) == 0 {
-		return circuitOpen
+		return circuitOpen, breaker.Ticket{}
 	}
-	return nil
+	return nil, breaker.Ticket{}
 }
 
 // choose picks among peers by smooth WRR or least_conn, admits the request
 // through the winner's breaker (unless ignoreHealth) and commits the pick.
 // A winner whose breaker refuses is left out and the choice made again;
 // refused records that it happened.
-func (b *balancer) choose(peers []*peer, now time.Time, tried []*peer, ignoreHealth bool, refused *bool) *peer {
+func (b *balancer) choose(peers []*peer, now time.Time, tried []*peer, ignoreHealth bool, refused *bool) (*peer, breaker.Ticket) {
 	var skipA [4]*peer
 	skip := skipA[:0]
 	for {
 		best := b.candidates(peers, now, tried, skip, ignoreHealth, refused)
 		if best == nil {
-			return nil
+			return nil, breaker.Ticket{}
 		}
 		tk, ok := b.admit(best)
 		if !ok {
@@ -155,8 +153,7 @@ func (b *balancer) choose(peers []*peer, now time.Time, tried []*peer, ignoreHea
 		}
 		b.commit(best, now)
 		best.active++
-		best.tickets = append(best.tickets, tk)
-		return best
+		return best, tk
 	}
 }
 
@@ -275,21 +272,6 @@ func (b *balancer) noteChecked(p *peer, now time.Time) {
 	if p.fails > 0 && sinceSeconds(now, p.checked) > p.failTimeSec() {
 		p.checked = now
 	}
-}
-
-// begin hands the attempt on p the breaker ticket its pick took. try calls
-// it first, once per pick.
-func (b *balancer) begin(p *peer) breaker.Ticket {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := len(p.tickets)
-	if n == 0 {
-		return breaker.Ticket{}
-	}
-	tk := p.tickets[n-1]
-	p.tickets[n-1] = breaker.Ticket{}
-	p.tickets = p.tickets[:n-1]
-	return tk
 }
 
 // done ends one attempt on p. failed says whether the attempt counts as a

@@ -49,7 +49,7 @@ func testBalancer(balance config.Balance, servers ...config.Server) *balancer {
 func pickSeq(b *balancer, now time.Time, n int) string {
 	var sb strings.Builder
 	for range n {
-		p := b.pick(now, nil)
+		p := pickKeep(b, now, nil)
 		if p == nil {
 			sb.WriteString("-")
 			continue
@@ -104,15 +104,15 @@ func TestBalancerBackup(t *testing.T) {
 		{"primaries healthy", []config.Server{srv("a"), srv("b"), srv("x", isBackup)}, nil, "ababab"},
 		{"primaries down", []config.Server{srv("a", isDown), srv("b", isDown), srv("x", isBackup), srv("y", isBackup)}, nil, "xyxy"},
 		{"primary failed", []config.Server{srv("a"), srv("x", isBackup)}, func(b *balancer) {
-			p := b.pick(t0, nil)
+			p := pickKeep(b, t0, nil)
 			b.done(p, t0, true)
 		}, "xxxx"},
 		{"one primary failed, one left", []config.Server{srv("a"), srv("b"), srv("x", isBackup)}, func(b *balancer) {
-			p := b.pick(t0, nil) // a
+			p := pickKeep(b, t0, nil) // a
 			b.done(p, t0, true)
 		}, "bbbb"},
 		{"primary at max_conns", []config.Server{srv("a", maxConns(1)), srv("x", isBackup)}, func(b *balancer) {
-			b.pick(t0, nil) // held, never done
+			pickKeep(b, t0, nil) // held, never done
 		}, "xxxx"},
 	}
 	for _, tt := range tests {
@@ -130,20 +130,20 @@ func TestBalancerBackup(t *testing.T) {
 
 func TestBalancerMaxConns(t *testing.T) {
 	b := testBalancer(config.BalanceRoundRobin, srv("a", weight(5), maxConns(1)), srv("b"))
-	first := b.pick(t0, nil)
+	first := pickKeep(b, t0, nil)
 	if first == nil || first.addr != "a" {
 		t.Fatalf("first pick = %v, want a", first)
 	}
 	// a is at its cap: smooth WRR would pick it again, max_conns skips it.
 	for i := range 3 {
-		p := b.pick(t0, nil)
+		p := pickKeep(b, t0, nil)
 		if p == nil || p.addr != "b" {
 			t.Fatalf("pick %d with a at max_conns = %v, want b", i, p)
 		}
 		b.done(p, t0, false)
 	}
 	b.done(first, t0, false)
-	if p := b.pick(t0, nil); p == nil || p.addr != "a" {
+	if p := pickKeep(b, t0, nil); p == nil || p.addr != "a" {
 		t.Fatalf("pick after a's request ended = %v, want a", p)
 	}
 }
@@ -151,15 +151,15 @@ func TestBalancerMaxConns(t *testing.T) {
 func TestBalancerMaxConnsLoneServer(t *testing.T) {
 	// Nginx's single-server path ignores max_fails but not max_conns.
 	b := testBalancer(config.BalanceRoundRobin, srv("a", maxConns(2)))
-	p1, p2 := b.pick(t0, nil), b.pick(t0, nil)
+	p1, p2 := pickKeep(b, t0, nil), pickKeep(b, t0, nil)
 	if p1 == nil || p2 == nil {
 		t.Fatal("two picks under max_conns 2 failed")
 	}
-	if p := b.pick(t0, nil); p != nil {
+	if p := pickKeep(b, t0, nil); p != nil {
 		t.Fatalf("third pick over max_conns 2 = %s, want no live upstreams", p.addr)
 	}
 	b.done(p1, t0, false)
-	if p := b.pick(t0, nil); p == nil {
+	if p := pickKeep(b, t0, nil); p == nil {
 		t.Fatal("pick after one request ended = nil, want a")
 	}
 }
@@ -232,7 +232,7 @@ func TestBalancerPassiveHealth(t *testing.T) {
 			b := testBalancer(config.BalanceRoundRobin, tt.primary, srv("x", isBackup, maxFails(0)))
 			for _, st := range tt.steps {
 				now := t0.Add(st.at)
-				p := b.pick(now, nil)
+				p := pickKeep(b, now, nil)
 				if p == nil || p.addr != st.want {
 					t.Fatalf("t+%v: picked %v, want %s", st.at, p, st.want)
 				}
@@ -246,7 +246,7 @@ func TestBalancerLoneServerIgnoresMaxFails(t *testing.T) {
 	b := testBalancer(config.BalanceRoundRobin, srv("a"))
 	for i := range 5 {
 		now := t0.Add(time.Duration(i) * time.Second)
-		p := b.pick(now, nil)
+		p := pickKeep(b, now, nil)
 		if p == nil {
 			t.Fatalf("pick %d: no live upstreams; a lone server must ignore max_fails", i)
 		}
@@ -254,14 +254,14 @@ func TestBalancerLoneServerIgnoresMaxFails(t *testing.T) {
 	}
 	// With a backup it is no longer alone: max_fails applies.
 	b = testBalancer(config.BalanceRoundRobin, srv("a"), srv("x", isBackup))
-	p := b.pick(t0, nil)
+	p := pickKeep(b, t0, nil)
 	b.done(p, t0, true)
-	if p := b.pick(t0, nil); p == nil || p.addr != "x" {
+	if p := pickKeep(b, t0, nil); p == nil || p.addr != "x" {
 		t.Fatalf("after a failed, pick = %v, want backup x", p)
 	}
 	// A lone server that is down is never picked.
 	b = testBalancer(config.BalanceRoundRobin, srv("a", isDown))
-	if p := b.pick(t0, nil); p != nil {
+	if p := pickKeep(b, t0, nil); p != nil {
 		t.Fatalf("lone down server picked")
 	}
 }
@@ -269,36 +269,36 @@ func TestBalancerLoneServerIgnoresMaxFails(t *testing.T) {
 func TestBalancerAllFailedNoLiveUpstreams(t *testing.T) {
 	b := testBalancer(config.BalanceRoundRobin, srv("a"), srv("b"))
 	for range 2 {
-		p := b.pick(t0, nil)
+		p := pickKeep(b, t0, nil)
 		b.done(p, t0, true)
 	}
-	if p := b.pick(t0.Add(time.Second), nil); p != nil {
+	if p := pickKeep(b, t0.Add(time.Second), nil); p != nil {
 		t.Fatalf("both failed, picked %s; want no live upstreams", p.addr)
 	}
 }
 
 func TestBalancerTriedExcluded(t *testing.T) {
 	b := testBalancer(config.BalanceRoundRobin, srv("a", weight(5)), srv("b"), srv("x", isBackup))
-	a := b.pick(t0, nil)
+	a := pickKeep(b, t0, nil)
 	if a.addr != "a" {
 		t.Fatalf("first pick %s, want a", a.addr)
 	}
-	bb := b.pick(t0, []*peer{a})
+	bb := pickKeep(b, t0, []*peer{a})
 	if bb == nil || bb.addr != "b" {
 		t.Fatalf("pick with a tried = %v, want b", bb)
 	}
-	x := b.pick(t0, []*peer{a, bb})
+	x := pickKeep(b, t0, []*peer{a, bb})
 	if x == nil || x.addr != "x" {
 		t.Fatalf("pick with both primaries tried = %v, want backup x", x)
 	}
-	if p := b.pick(t0, []*peer{a, bb, x}); p != nil {
+	if p := pickKeep(b, t0, []*peer{a, bb, x}); p != nil {
 		t.Fatalf("pick with every server tried = %s, want nil", p.addr)
 	}
 	lc := testBalancer(config.BalanceLeastConn, srv("a"), srv("b"))
-	first := lc.pick(t0, nil)
+	first := pickKeep(lc, t0, nil)
 	lc.done(first, t0, false)
 	for range 3 {
-		if p := lc.pick(t0, []*peer{first}); p == nil || p == first {
+		if p := pickKeep(lc, t0, []*peer{first}); p == nil || p == first {
 			t.Fatalf("least_conn pick with %s tried = %v", first.addr, p)
 		} else {
 			lc.done(p, t0, false)
@@ -311,7 +311,7 @@ func TestBalancerLeastConn(t *testing.T) {
 	held := map[string]int{}
 	pick := func() *peer {
 		t.Helper()
-		p := b.pick(t0, nil)
+		p := pickKeep(b, t0, nil)
 		if p == nil {
 			t.Fatal("no live upstreams")
 		}
@@ -357,11 +357,11 @@ func TestBalancerLeastConnTieIsWeighted(t *testing.T) {
 
 func TestBalancerLeastConnBackupAndMaxConns(t *testing.T) {
 	b := testBalancer(config.BalanceLeastConn, srv("a", maxConns(1)), srv("x", isBackup))
-	a := b.pick(t0, nil)
+	a := pickKeep(b, t0, nil)
 	if a == nil || a.addr != "a" {
 		t.Fatalf("first pick = %v, want a", a)
 	}
-	if p := b.pick(t0, nil); p == nil || p.addr != "x" {
+	if p := pickKeep(b, t0, nil); p == nil || p.addr != "x" {
 		t.Fatalf("pick with a at max_conns = %v, want backup x", p)
 	}
 }
@@ -369,10 +369,10 @@ func TestBalancerLeastConnBackupAndMaxConns(t *testing.T) {
 func TestBalancerFailTimeoutWholeSeconds(t *testing.T) {
 	b := testBalancer(config.BalanceRoundRobin, srv("a"), srv("x", isBackup))
 	failAt := t0.Add(100 * time.Millisecond) // ngx_time() = t0
-	p := b.pick(failAt, nil)
+	p := pickKeep(b, failAt, nil)
 	b.done(p, failAt, true)
 	// At t0+10.5s ngx_time() - checked = 10 <= fail_timeout: still failed.
-	if p := b.pick(t0.Add(10500*time.Millisecond), nil); p == nil || p.addr != "x" {
+	if p := pickKeep(b, t0.Add(10500*time.Millisecond), nil); p == nil || p.addr != "x" {
 		t.Fatalf("at +10.5s picked %v, want backup x (a failed through second 10)", p)
 	}
 }
@@ -534,14 +534,14 @@ func peerNamed(b *balancer, addr string) *peer {
 // attemptOn runs one attempt as try does: pick, begin, done, report.
 func attemptOn(t *testing.T, b *balancer, now time.Time, a attempt) string {
 	t.Helper()
-	p := b.pick(now, nil)
+	p := pickKeep(b, now, nil)
 	switch p {
 	case nil:
 		return "-"
 	case circuitOpen:
 		return "503"
 	}
-	tk := b.begin(p)
+	tk := takeTicket(p)
 	b.done(p, now, a.reason != "")
 	a.addr = p.addr
 	p.report(tk, &a)
@@ -585,7 +585,7 @@ func TestBalancerPanicThreshold(t *testing.T) {
 func TestBalancerPanicIgnoresPassiveHealth(t *testing.T) {
 	b := resilientBalancer(func(u *config.Upstream) { u.PanicThreshold = 50 }, srv("a"), srv("b"))
 	for range 2 {
-		p := b.pick(t0, nil)
+		p := pickKeep(b, t0, nil)
 		b.done(p, t0, true)
 	}
 	// Both failed: Nginx says no live upstreams; panic routes to both.
@@ -684,20 +684,20 @@ func TestBalancerBreakerShedsToOtherServer(t *testing.T) {
 		// is out, a is refused and b takes the rest.
 		var probe *peer
 		for probe == nil {
-			if p := b.pick(time.Now(), nil); p == a {
+			if p := pickKeep(b, time.Now(), nil); p == a {
 				probe = p
 			} else {
 				b.done(p, time.Now(), false)
-				p.report(b.begin(p), &ok)
+				p.report(takeTicket(p), &ok)
 			}
 		}
-		tk := b.begin(probe)
+		tk := takeTicket(probe)
 		for range 3 {
-			if p := b.pick(time.Now(), nil); p != peerNamed(b, "b") {
+			if p := pickKeep(b, time.Now(), nil); p != peerNamed(b, "b") {
 				t.Fatalf("pick with a's probe out = %v, want b", p)
 			} else {
 				b.done(p, time.Now(), false)
-				p.report(b.begin(p), &ok)
+				p.report(takeTicket(p), &ok)
 			}
 		}
 		b.done(probe, time.Now(), false)
@@ -720,7 +720,7 @@ func TestBalancerCircuitOpen(t *testing.T) {
 		if got := attemptOn(t, b, time.Now(), attempt{status: 200}); got != "503" {
 			t.Fatalf("pick with the only breaker open = %q, want circuit open", got)
 		}
-		if p := b.pick(time.Now(), []*peer{a}); p != nil {
+		if p := pickKeep(b, time.Now(), []*peer{a}); p != nil {
 			t.Fatalf("retry pick with the only breaker open = %v, want nil (the last failure answers)", p.addr)
 		}
 		// Panic ignores health verdicts, never an open breaker: a lone
@@ -760,4 +760,35 @@ func TestReasonOutcome(t *testing.T) {
 			t.Errorf("reasonOutcome(%s) = %v, want %v", reason, got, want)
 		}
 	}
+}
+
+// ticketStash keeps the breaker admissions of test picks until the test
+// reports them, as try does in the proxy.
+var ticketStash = struct {
+	sync.Mutex
+	m map[*peer][]breaker.Ticket
+}{m: map[*peer][]breaker.Ticket{}}
+
+// pickKeep picks as the proxy does and keeps the ticket for takeTicket.
+func pickKeep(b *balancer, now time.Time, tried []*peer) *peer {
+	p, tk := b.pick(now, tried)
+	if p != nil && p != circuitOpen {
+		ticketStash.Lock()
+		ticketStash.m[p] = append(ticketStash.m[p], tk)
+		ticketStash.Unlock()
+	}
+	return p
+}
+
+// takeTicket returns the last ticket kept for p.
+func takeTicket(p *peer) breaker.Ticket {
+	ticketStash.Lock()
+	defer ticketStash.Unlock()
+	ts := ticketStash.m[p]
+	if len(ts) == 0 {
+		return breaker.Ticket{}
+	}
+	tk := ts[len(ts)-1]
+	ticketStash.m[p] = ts[:len(ts)-1]
+	return tk
 }

@@ -128,7 +128,7 @@ func (ss *session) forward(rt *runtime, st *requestState) {
 	up.budget.noteRequest(rr.start)
 	var last *failure
 	for {
-		p := up.bal.pick(time.Now(), rr.tried)
+		p, tk := up.bal.pick(time.Now(), rr.tried)
 		if p == nil {
 			if last == nil {
 				ss.respondError(st, http.StatusBadGateway, "destination_unavailable", "no live upstreams")
@@ -138,7 +138,7 @@ func (ss *session) forward(rt *runtime, st *requestState) {
 			ss.respondFailure(st, last)
 			return
 		}
-		f := ss.try(rt, st, rr, p)
+		f := ss.try(rt, st, rr, p, tk)
 		if f == nil {
 			if st.dsReason == reasonDSUpstreamAbort {
 				// The backend failed after the head reached the client:
