@@ -36,7 +36,6 @@ type peer struct {
 	fails    int
 	accessed time.Time
 	checked  time.Time
-
 }
 
 // weightScale multiplies configured weights, so that slow start can give a
