@@ -125,6 +125,13 @@ type Listener struct {
 	// Addr is host:port to listen on; an empty host listens on all
 	// interfaces. Required.
 	Addr string `yaml:"addr"`
+	// ProxyProtocolFrom lists the sources (addresses, CIDRs) that must
+	// open each connection with a PROXY protocol header (v1 or v2), as a
+	// load balancer in front does; its client address is then the
+	// connection's, for real_ip_header: proxy_protocol (Nginx's listen
+	// ... proxy_protocol). Other peers speak plain HTTP: a header from
+	// them is a malformed request. Empty: no PROXY protocol.
+	ProxyProtocolFrom []Prefix `yaml:"proxy_protocol_from"`
 }
 
 // Admin is the admin listener.

@@ -18,7 +18,12 @@ func (rt *runtime) fillForwarding(f *forwarding, req *h1.Request, ss *session, i
 	f.trustedPeer = rt.trust.Trusted(ss.peer)
 	f.requestIDName = rt.requestIDHeader
 	f.clientIP = f.peerIP
-	if rt.realIP != nil && rt.trust.Trusted(ss.peer) {
+	if rt.realIP != nil && rt.realIP.Header() == proxyProtocolHeader {
+		// real_ip_header: proxy_protocol takes the balancer's word.
+		if ss.proxyAddr.IsValid() && rt.trust.Trusted(ss.peer) {
+			f.clientIP = ss.proxyAddr.String()
+		}
+	} else if rt.realIP != nil && rt.trust.Trusted(ss.peer) {
 		var linesA [4]string
 		lines := linesA[:0]
 		name := rt.realIP.Header()

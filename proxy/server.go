@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tollgate-proxy/tollgate/config"
+	"github.com/tollgate-proxy/tollgate/limiter"
 )
 
 // Options are the parts of a Server that do not come from the config file.
@@ -139,9 +140,9 @@ func (s *Server) Start() error {
 		s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 		s.serve(s.admin, ln)
 	}
-	for _, ln := range s.listeners {
+	for i, ln := range s.listeners {
 		s.wg.Add(1)
-		go s.acceptLoop(ln)
+		go s.acceptLoop(ln, proxyProtocolFrom(cfg.Listen[i]))
 	}
 	s.wg.Add(1)
 	go s.sweepLoop()
@@ -155,7 +156,7 @@ func (s *Server) Start() error {
 
 // acceptLoop serves each accepted connection on its own goroutine until the
 // listener closes.
-func (s *Server) acceptLoop(ln net.Listener) {
+func (s *Server) acceptLoop(ln net.Listener, pp *limiter.RealIP) {
 	defer s.wg.Done()
 	var backoff time.Duration
 	for {
@@ -180,7 +181,7 @@ func (s *Server) acceptLoop(ln net.Listener) {
 		s.sessions.Add(1)
 		go func() {
 			defer s.sessions.Done()
-			s.serveConn(s.newDSConn(tc))
+			s.serveConn(s.newDSConn(tc), pp)
 		}()
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/tollgate-proxy/tollgate/limiter"
 	"github.com/tollgate-proxy/tollgate/proxy/h1"
 )
 
@@ -32,6 +33,10 @@ type session struct {
 
 	lim *admission // limit_req key buffers (admit.go); nil until needed
 
+	// proxyAddr is the client address a trusted balancer sent in its
+	// PROXY protocol header; invalid when there was none.
+	proxyAddr netip.Addr
+
 	// The request body as read so far, kept to send again on a retry
 	// while it fits the route's retry_body_limit.
 	consumed  int64 // body bytes read from the client
@@ -46,7 +51,7 @@ const maxDrain = 256 << 10
 
 // serveConn runs a session until the connection ends, and gives the close
 // its reason.
-func (s *Server) serveConn(c *dsConn) {
+func (s *Server) serveConn(c *dsConn, pp *limiter.RealIP) {
 	ss := &session{s: s, conn: c, proto: "http"}
 	ss.br = bufio.NewReaderSize(c, 4096)
 	ss.bw = bufio.NewWriterSize(c, 4096)
@@ -56,6 +61,9 @@ func (s *Server) serveConn(c *dsConn) {
 	}
 	open := s.track(c, true)
 	defer s.track(c, false)
+	if pp != nil && pp.Trusted(ss.peer) && !ss.readProxyProtocol() {
+		return
+	}
 	if max := s.rt.Load().maxConns; max > 0 && open > max {
 		ss.refuseOverCap()
 		return
@@ -149,6 +157,23 @@ func (ss *session) waitRequest(rt *runtime) error {
 	}
 	_, err := ss.br.Peek(1)
 	return err
+}
+
+// readProxyProtocol reads the PROXY protocol header a trusted balancer
+// opens the connection with, under client_header_timeout. A broken or
+// missing header closes the connection (ds_bad_request), as Nginx does.
+func (ss *session) readProxyProtocol() bool {
+	if d := ss.s.rt.Load().headerTimeout; d > 0 {
+		ss.conn.SetReadDeadline(time.Now().Add(d))
+	}
+	addr, err := readProxyHeader(ss.br)
+	ss.conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		ss.conn.closeWith(reasonDSBadRequest, "", "")
+		return false
+	}
+	ss.proxyAddr = addr
+	return true
 }
 
 // lingerTime bounds how long a closing connection reads off what the client
