@@ -96,6 +96,13 @@ type Config struct {
 	// Default 0: no cap.
 	MaxConnections int `yaml:"max_connections"`
 
+	// MaxConnectionsPerIP caps the client connections one peer address
+	// holds at once (Nginx's limit_conn on $binary_remote_addr), answered
+	// as max_connections is. For an internet-facing listener; behind an
+	// edge every connection comes from the edge, so leave it off there.
+	// Default 0: no cap.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+
 	// EdgeProxyReadTimeout is the edge's own proxy_read_timeout (Nginx's
 	// default 60s). A client that gives up on a request after about that
 	// long is most likely the edge timing out: its close record is flagged

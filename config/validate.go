@@ -53,6 +53,7 @@ func (v *validator) errorf(path, format string, args ...any) {
 
 func (v *validator) listeners(c *Config) {
 	v.nonNegative("max_connections", c.MaxConnections)
+	v.nonNegative("max_connections_per_ip", c.MaxConnectionsPerIP)
 	seen := map[string]string{}
 	for i, l := range c.Listen {
 		path := fmt.Sprintf("listen[%d].addr", i)

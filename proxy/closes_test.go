@@ -709,3 +709,25 @@ func TestCloseUSNetworkTimeout(t *testing.T) {
 		t.Errorf("errno %q, want ETIMEDOUT", rec.Errno)
 	}
 }
+
+// TestCloseDSConnLimitPerIP: one client address over max_connections_per_ip
+// gets 503 naming the per-address cap on its extra connection.
+func TestCloseDSConnLimitPerIP(t *testing.T) {
+	b := namedBackend(t, "ok")
+	p := startProxyWithCloses(t, "max_connections_per_ip: 1\n"+upstreamYAML(b.Addr))
+	first, err := net.Dial("tcp", p.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	io.WriteString(first, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(first), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first connection: %v %v", resp, err)
+	}
+	resp, _ := rawRequest(t, p.Addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp.StatusCode != 503 ||
+		resp.Header.Get("Proxy-Status") != `tollgate; error=connection_limit_reached; details="max_connections_per_ip"` {
+		t.Fatalf("second connection: %d Proxy-Status %q", resp.StatusCode, resp.Header.Get("Proxy-Status"))
+	}
+	p.expect(t, downstreamClose(reasonDSConnLimit, byProxy, kindFIN, "idle"))
+}

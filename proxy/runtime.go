@@ -32,6 +32,7 @@ type runtime struct {
 	keepaliveReqs    int
 	headerLimit      int           // large_client_header_size
 	maxConns         int           // max_connections; 0: no cap
+	maxConnsPerIP    int           // max_connections_per_ip; 0: no cap
 	userTimeout      time.Duration // tcp_user_timeout on client conns
 	edgeReadTimeout  time.Duration
 }
@@ -74,6 +75,7 @@ func newRuntime(cfg *config.Config, poolFor func(up *config.Upstream, addr strin
 		keepaliveReqs:    cfg.KeepaliveRequests,
 		headerLimit:      int(cfg.LargeClientHeaderSize.Bytes),
 		maxConns:         cfg.MaxConnections,
+		maxConnsPerIP:    cfg.MaxConnectionsPerIP,
 		userTimeout:      cfg.TCPUserTimeout.Duration,
 		edgeReadTimeout:  cfg.EdgeProxyReadTimeout.Duration,
 	}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +69,7 @@ type Server struct {
 
 	connsMu  sync.Mutex
 	conns    map[*dsConn]struct{} // downstream connections being served
+	perIP    map[netip.Addr]int   // of them, how many each client address holds
 	sessions sync.WaitGroup
 }
 
@@ -187,16 +189,24 @@ func (s *Server) acceptLoop(ln net.Listener, pp *limiter.RealIP) {
 }
 
 // track adds or removes a connection from the set Shutdown closes. Adding
-// reports how many connections are open with this one.
-func (s *Server) track(c *dsConn, add bool) int {
+// reports how many connections are open with this one, in all and from its
+// peer's address.
+func (s *Server) track(c *dsConn, peer netip.Addr, add bool) (open, fromPeer int) {
 	s.connsMu.Lock()
 	defer s.connsMu.Unlock()
+	if s.perIP == nil {
+		s.perIP = map[netip.Addr]int{}
+	}
 	if add {
 		s.conns[c] = struct{}{}
+		s.perIP[peer]++
 	} else {
 		delete(s.conns, c)
+		if s.perIP[peer]--; s.perIP[peer] <= 0 {
+			delete(s.perIP, peer)
+		}
 	}
-	return len(s.conns)
+	return len(s.conns), s.perIP[peer]
 }
 
 // closeConns closes the tracked connections, only the idle ones unless all.

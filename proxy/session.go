@@ -59,13 +59,18 @@ func (s *Server) serveConn(c *dsConn, pp *limiter.RealIP) {
 		ss.peer = ap.Addr().Unmap()
 		ss.peerText = ss.peer.String()
 	}
-	open := s.track(c, true)
-	defer s.track(c, false)
+	open, fromPeer := s.track(c, ss.peer, true)
+	defer s.track(c, ss.peer, false)
 	if pp != nil && pp.Trusted(ss.peer) && !ss.readProxyProtocol() {
 		return
 	}
-	if max := s.rt.Load().maxConns; max > 0 && open > max {
-		ss.refuseOverCap()
+	rt := s.rt.Load()
+	if max := rt.maxConns; max > 0 && open > max {
+		ss.refuseOverCap("max_connections")
+		return
+	}
+	if max := rt.maxConnsPerIP; max > 0 && fromPeer > max {
+		ss.refuseOverCap("max_connections_per_ip")
 		return
 	}
 	for {
@@ -198,7 +203,7 @@ func (ss *session) linger() {
 // request gets 503 with Connection: close, so the client sees an answer
 // rather than a reset (the request head is read first: closing with unread
 // input would make the kernel send RST).
-func (ss *session) refuseOverCap() {
+func (ss *session) refuseOverCap(limit string) {
 	rt := ss.s.rt.Load()
 	if d := rt.headerTimeout; d > 0 {
 		ss.conn.SetReadDeadline(time.Now().Add(d))
@@ -207,10 +212,10 @@ func (ss *session) refuseOverCap() {
 		ss.rw.reset(ss.bw, ss.conn, rt.writeTimeout, ss.req.Method == "HEAD", ss.req.Minor, false)
 		ss.writeOwnResponse(503,
 			h1.Field{Name: "Retry-After", Value: "1"},
-			h1.Field{Name: "Proxy-Status", Value: `tollgate; error=connection_limit_reached; details="max_connections"`})
+			h1.Field{Name: "Proxy-Status", Value: `tollgate; error=connection_limit_reached; details="` + limit + `"`})
 		ss.linger()
 	}
-	ss.s.logBadRequest(ss, 503, "max_connections reached")
+	ss.s.logBadRequest(ss, 503, limit+" reached")
 	ss.conn.closeWith(reasonDSConnLimit, "", "")
 }
 
