@@ -21,6 +21,7 @@ export PATH
 needs=(
 	nginx:nginx-light,nginx
 	gcc:gcc
+	slowhttptest:slowhttptest
 )
 
 results=()
