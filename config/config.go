@@ -139,6 +139,17 @@ type Listener struct {
 	// ... proxy_protocol). Other peers speak plain HTTP: a header from
 	// them is a malformed request. Empty: no PROXY protocol.
 	ProxyProtocolFrom []Prefix `yaml:"proxy_protocol_from"`
+	// TLS makes the listener HTTPS. Nil: plain HTTP.
+	TLS *ListenerTLS `yaml:"tls"`
+}
+
+// ListenerTLS is an HTTPS listener's certificate. TLS 1.2 is the minimum;
+// Go's default cipher suites (AEAD with forward secrecy) are used.
+type ListenerTLS struct {
+	// CertFile is the PEM certificate chain. Required.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the PEM private key. Required.
+	KeyFile string `yaml:"key_file"`
 }
 
 // Admin is the admin listener.

@@ -57,6 +57,15 @@ func (v *validator) listeners(c *Config) {
 	seen := map[string]string{}
 	for i, l := range c.Listen {
 		path := fmt.Sprintf("listen[%d].addr", i)
+		if l.TLS != nil {
+			tlsPath := fmt.Sprintf("listen[%d].tls", i)
+			if l.TLS.CertFile == "" {
+				v.errorf(tlsPath+".cert_file", "a certificate file is required")
+			}
+			if l.TLS.KeyFile == "" {
+				v.errorf(tlsPath+".key_file", "a key file is required")
+			}
+		}
 		if v.hostPort(path, l.Addr, listenAddr) {
 			if first, dup := seen[l.Addr]; dup {
 				v.errorf(path, "%s is already listened on by %s", l.Addr, first)

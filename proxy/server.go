@@ -5,6 +5,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +18,6 @@ import (
 	"time"
 
 	"github.com/tollgate-proxy/tollgate/config"
-	"github.com/tollgate-proxy/tollgate/limiter"
 )
 
 // Options are the parts of a Server that do not come from the config file.
@@ -142,9 +142,18 @@ func (s *Server) Start() error {
 		s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 		s.serve(s.admin, ln)
 	}
+	var tlsConfs []*tls.Config
+	for i := range s.listeners {
+		tc, err := listenerTLS(cfg.Listen[i])
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("listen %s: %w", cfg.Listen[i].Addr, err)
+		}
+		tlsConfs = append(tlsConfs, tc)
+	}
 	for i, ln := range s.listeners {
 		s.wg.Add(1)
-		go s.acceptLoop(ln, proxyProtocolFrom(cfg.Listen[i]))
+		go s.acceptLoop(ln, listenerOpts{pp: proxyProtocolFrom(cfg.Listen[i]), tls: tlsConfs[i]})
 	}
 	s.wg.Add(1)
 	go s.sweepLoop()
@@ -158,7 +167,7 @@ func (s *Server) Start() error {
 
 // acceptLoop serves each accepted connection on its own goroutine until the
 // listener closes.
-func (s *Server) acceptLoop(ln net.Listener, pp *limiter.RealIP) {
+func (s *Server) acceptLoop(ln net.Listener, lo listenerOpts) {
 	defer s.wg.Done()
 	var backoff time.Duration
 	for {
@@ -183,7 +192,7 @@ func (s *Server) acceptLoop(ln net.Listener, pp *limiter.RealIP) {
 		s.sessions.Add(1)
 		go func() {
 			defer s.sessions.Done()
-			s.serveConn(s.newDSConn(tc), pp)
+			s.serveConn(s.newDSConn(tc), lo)
 		}()
 	}
 }

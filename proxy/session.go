@@ -2,13 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"time"
 
-	"github.com/tollgate-proxy/tollgate/limiter"
 	"github.com/tollgate-proxy/tollgate/proxy/h1"
 )
 
@@ -27,6 +27,10 @@ type session struct {
 	peerText string
 	proto    string // "http" (or "https" on a TLS listener)
 	served   int
+
+	// wire is the client connection the codec reads and writes: the
+	// dsConn itself, or TLS over it on an HTTPS listener.
+	wire net.Conn
 
 	sentContinue bool
 	bodyErr      error // the client's request body broke off
@@ -51,19 +55,22 @@ const maxDrain = 256 << 10
 
 // serveConn runs a session until the connection ends, and gives the close
 // its reason.
-func (s *Server) serveConn(c *dsConn, pp *limiter.RealIP) {
-	ss := &session{s: s, conn: c, proto: "http"}
-	ss.br = bufio.NewReaderSize(c, 4096)
-	ss.bw = bufio.NewWriterSize(c, 4096)
+func (s *Server) serveConn(c *dsConn, lo listenerOpts) {
+	ss := &session{s: s, conn: c, proto: "http", wire: c}
 	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 		ss.peer = ap.Addr().Unmap()
 		ss.peerText = ss.peer.String()
 	}
 	open, fromPeer := s.track(c, ss.peer, true)
 	defer s.track(c, ss.peer, false)
-	if pp != nil && pp.Trusted(ss.peer) && !ss.readProxyProtocol() {
+	if lo.pp != nil && lo.pp.Trusted(ss.peer) && !ss.readProxyProtocol(bufio.NewReaderSize(c, 1024)) {
 		return
 	}
+	if lo.tls != nil && !ss.handshake(lo.tls) {
+		return
+	}
+	ss.br = bufio.NewReaderSize(ss.wire, 4096)
+	ss.bw = bufio.NewWriterSize(ss.wire, 4096)
 	rt := s.rt.Load()
 	if max := rt.maxConns; max > 0 && open > max {
 		ss.refuseOverCap("max_connections")
@@ -167,11 +174,15 @@ func (ss *session) waitRequest(rt *runtime) error {
 // readProxyProtocol reads the PROXY protocol header a trusted balancer
 // opens the connection with, under client_header_timeout. A broken or
 // missing header closes the connection (ds_bad_request), as Nginx does.
-func (ss *session) readProxyProtocol() bool {
+func (ss *session) readProxyProtocol(br *bufio.Reader) bool {
 	if d := ss.s.rt.Load().headerTimeout; d > 0 {
 		ss.conn.SetReadDeadline(time.Now().Add(d))
 	}
-	addr, err := readProxyHeader(ss.br)
+	addr, err := readProxyHeader(br)
+	if err == nil && br.Buffered() > 0 {
+		// The client's first bytes came with the header: keep them.
+		ss.wire = &prefixConn{dsConn: ss.conn, r: io.MultiReader(bytes.NewReader(drainBuffered(br)), ss.conn)}
+	}
 	ss.conn.SetReadDeadline(time.Time{})
 	if err != nil {
 		ss.conn.closeWith(reasonDSBadRequest, "", "")

@@ -41,11 +41,11 @@ func (ss *session) tunnel(st *requestState, c *upstreamConn) {
 	go func() {
 		defer wg.Done()
 		// Bytes the client sent behind its request head go first.
-		if pipe(c.raw, io.MultiReader(io.LimitReader(ss.br, int64(ss.br.Buffered())), d)) {
+		if pipe(c.raw, io.MultiReader(io.LimitReader(ss.br, int64(ss.br.Buffered())), ss.wire)) {
 			upEnded = true
 		}
 	}()
-	pipe(d, c.br)
+	pipe(ss.wire, c.br)
 	// The backend's side ended: the client's may not idle forever either.
 	// (The other way round, proxy_read_timeout bounds each upstream read.)
 	idle := c.readTimeout

@@ -1,0 +1,70 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/tls"
+	"io"
+	"net"
+	"time"
+
+	"github.com/tollgate-proxy/tollgate/config"
+	"github.com/tollgate-proxy/tollgate/limiter"
+)
+
+// listenerOpts is what a listener asks of each of its connections.
+type listenerOpts struct {
+	pp  *limiter.RealIP // PROXY protocol expected from these peers; nil: none
+	tls *tls.Config     // HTTPS; nil: plain HTTP
+}
+
+// listenerTLS loads an HTTPS listener's certificate: TLS 1.2 at least,
+// HTTP/1.1 only until tollgate speaks HTTP/2.
+func listenerTLS(l config.Listener) (*tls.Config, error) {
+	if l.TLS == nil {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(l.TLS.CertFile, l.TLS.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		NextProtos:   []string{"http/1.1"},
+	}, nil
+}
+
+// handshake runs the TLS handshake under client_header_timeout; a failure
+// closes the connection as ds_tls_handshake_failed.
+func (ss *session) handshake(conf *tls.Config) bool {
+	tc := tls.Server(ss.wire, conf)
+	if d := ss.s.rt.Load().headerTimeout; d > 0 {
+		ss.conn.SetDeadline(time.Now().Add(d))
+	}
+	err := tc.Handshake()
+	ss.conn.SetDeadline(time.Time{})
+	if err != nil {
+		ss.conn.noteErr(err)
+		ss.conn.closeWith(reasonDSTLSHandshakeFailed, "", "")
+		return false
+	}
+	ss.wire, ss.proto = tc, "https"
+	return true
+}
+
+// prefixConn is the client connection with bytes already read (behind a
+// PROXY protocol header) served first.
+type prefixConn struct {
+	*dsConn
+	r io.Reader
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+// drainBuffered returns a copy of what br holds buffered.
+func drainBuffered(br *bufio.Reader) []byte {
+	b, _ := br.Peek(br.Buffered())
+	return append([]byte(nil), b...)
+}
+
+var _ net.Conn = (*prefixConn)(nil)
