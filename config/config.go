@@ -141,6 +141,11 @@ type Listener struct {
 	ProxyProtocolFrom []Prefix `yaml:"proxy_protocol_from"`
 	// TLS makes the listener HTTPS. Nil: plain HTTP.
 	TLS *ListenerTLS `yaml:"tls"`
+	// RedirectHTTPS answers every request on this plain listener with a
+	// 308 to the same URL over https, except ACME HTTP-01 challenges
+	// (/.well-known/acme-challenge/), which an ACME client must reach.
+	// Default false.
+	RedirectHTTPS bool `yaml:"redirect_https"`
 }
 
 // ListenerTLS is an HTTPS listener's certificate. TLS 1.2 is the minimum;

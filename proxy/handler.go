@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -92,6 +93,9 @@ func (ss *session) handle(rt *runtime) (keep bool, reason, initiator, cause stri
 		st.route = rt.routes.match(req.Host, mp)
 	}
 	switch {
+	case ss.redirectHTTPS && !strings.HasPrefix(mp, "/.well-known/acme-challenge/"):
+		st.status = http.StatusPermanentRedirect
+		ss.writeOwnResponse(st.status, h1.Field{Name: "Location", Value: httpsURL(req)})
 	case !ok:
 		ss.respondError(st, http.StatusBadRequest, "", "path above the root")
 	case st.route == nil:

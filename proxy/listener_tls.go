@@ -5,16 +5,19 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/tollgate-proxy/tollgate/config"
 	"github.com/tollgate-proxy/tollgate/limiter"
+	"github.com/tollgate-proxy/tollgate/proxy/h1"
 )
 
 // listenerOpts is what a listener asks of each of its connections.
 type listenerOpts struct {
-	pp  *limiter.RealIP // PROXY protocol expected from these peers; nil: none
-	tls *tls.Config     // HTTPS; nil: plain HTTP
+	pp            *limiter.RealIP // PROXY protocol expected from these peers; nil: none
+	tls           *tls.Config     // HTTPS; nil: plain HTTP
+	redirectHTTPS bool            // answer plain requests with 308 to https
 }
 
 // listenerTLS loads an HTTPS listener's certificate: TLS 1.2 at least,
@@ -68,3 +71,13 @@ func drainBuffered(br *bufio.Reader) []byte {
 }
 
 var _ net.Conn = (*prefixConn)(nil)
+
+// httpsURL is the request's URL over https on the default port, as Nginx's
+// "return 308 https://$host$request_uri".
+func httpsURL(req *h1.Request) string {
+	host := stripPort(req.Host)
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]" // an IPv6 literal
+	}
+	return "https://" + host + req.OriginTarget()
+}

@@ -93,3 +93,19 @@ func TestHTTPSListener(t *testing.T) {
 	c.Close()
 	p.expect(t, downstreamClose(reasonDSTLSHandshakeFailed, byPeer, kindError, "idle"))
 }
+
+// TestRedirectHTTPS: a plain listener with redirect_https sends clients to
+// the https URL (308, port dropped, query kept) but lets ACME HTTP-01
+// challenges through to the route.
+func TestRedirectHTTPS(t *testing.T) {
+	b := namedBackend(t, "challenge")
+	p := startProxy(t, "listen:\n  - addr: 127.0.0.1:0\n    redirect_https: true\n"+upstreamYAML(b.Addr))
+	resp, _ := rawRequest(t, p.Addr, "GET /a/b?c=1 HTTP/1.1\r\nHost: shop.example:8080\r\n\r\n")
+	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != "https://shop.example/a/b?c=1" {
+		t.Fatalf("got %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	resp, body := rawRequest(t, p.Addr, "GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+	if resp.StatusCode != 200 || string(body) != "challenge" {
+		t.Fatalf("challenge: %d %q, want it proxied", resp.StatusCode, body)
+	}
+}

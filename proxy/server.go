@@ -153,7 +153,8 @@ func (s *Server) Start() error {
 	}
 	for i, ln := range s.listeners {
 		s.wg.Add(1)
-		go s.acceptLoop(ln, listenerOpts{pp: proxyProtocolFrom(cfg.Listen[i]), tls: tlsConfs[i]})
+		go s.acceptLoop(ln, listenerOpts{pp: proxyProtocolFrom(cfg.Listen[i]), tls: tlsConfs[i],
+			redirectHTTPS: cfg.Listen[i].RedirectHTTPS && tlsConfs[i] == nil})
 	}
 	s.wg.Add(1)
 	go s.sweepLoop()

@@ -28,6 +28,8 @@ type session struct {
 	proto    string // "http" (or "https" on a TLS listener)
 	served   int
 
+	redirectHTTPS bool // a plain listener that sends clients to https
+
 	// wire is the client connection the codec reads and writes: the
 	// dsConn itself, or TLS over it on an HTTPS listener.
 	wire net.Conn
@@ -56,7 +58,7 @@ const maxDrain = 256 << 10
 // serveConn runs a session until the connection ends, and gives the close
 // its reason.
 func (s *Server) serveConn(c *dsConn, lo listenerOpts) {
-	ss := &session{s: s, conn: c, proto: "http", wire: c}
+	ss := &session{s: s, conn: c, proto: "http", wire: c, redirectHTTPS: lo.redirectHTTPS}
 	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 		ss.peer = ap.Addr().Unmap()
 		ss.peerText = ss.peer.String()
