@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -11,35 +10,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/tollgate-proxy/tollgate/config"
 )
 
 // startLoggedProxy is startProxy with tollgate's operational log captured,
 // for the breaker and health transition lines.
 func startLoggedProxy(t testing.TB, yaml string) (*testProxy, *logBuffer) {
 	t.Helper()
-	yaml = "listen:\n  - addr: 127.0.0.1:0\nadmin:\n  addr: 127.0.0.1:0\n" + yaml
-	cfg, err := config.Parse("test.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatalf("config: %v\n%s", err, yaml)
-	}
 	logs := &logBuffer{}
-	access := &syncBuffer{}
-	s, err := New(cfg, Options{Log: logs.logger(), AccessLog: access})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	tp := &testProxy{Server: s, Addr: s.Addrs()[0].String(), log: access, Admin: "http://" + s.AdminAddr().String()}
-	tp.URL = "http://" + tp.Addr
+	tp, _ := runProxy(t, testConfig(t, yaml), Options{Log: logs.logger()})
 	return tp, logs
 }
 

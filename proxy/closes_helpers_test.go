@@ -2,11 +2,9 @@ package proxy
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -34,24 +32,8 @@ func startProxyWithCloses(t testing.TB, yaml string) *closeProxy {
 // cleanup's second call is then a no-op that returns an error.
 func startCloseProxy(t testing.TB, yaml string, ring int) *closeProxy {
 	t.Helper()
-	cfg := testConfig(t, yaml)
-	access, closes := &syncBuffer{}, &syncBuffer{}
-	s, err := New(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		AccessLog: access, CloseLog: closes, CloseRing: ring})
-	if err != nil {
-		t.Fatalf("new: %v", err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	tp := &testProxy{Server: s, Addr: s.Addrs()[0].String(), log: access}
-	tp.URL = "http://" + tp.Addr
-	tp.Admin = "http://" + s.AdminAddr().String()
+	closes := &syncBuffer{}
+	tp, _ := runProxy(t, testConfig(t, yaml), Options{CloseLog: closes, CloseRing: ring})
 	return &closeProxy{testProxy: tp, closes: closes}
 }
 

@@ -606,29 +606,6 @@ func TestCloseRecordJSON(t *testing.T) {
 	}
 }
 
-// TestCloseDSConnLimit: a connection over max_connections gets its request
-// answered 503 with Connection: close and Proxy-Status, and its close is
-// ds_conn_limit, not a reset.
-func TestCloseDSConnLimit(t *testing.T) {
-	b := namedBackend(t, "ok")
-	p := startProxyWithCloses(t, "max_connections: 1\n"+upstreamYAML(b.Addr))
-	first, err := net.Dial("tcp", p.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Close()
-	io.WriteString(first, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	if resp, err := http.ReadResponse(bufio.NewReader(first), nil); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("first connection: %v %v", resp, err)
-	}
-	resp, _ := rawRequest(t, p.Addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	if resp.StatusCode != 503 || !resp.Close ||
-		resp.Header.Get("Proxy-Status") != `tollgate; error=connection_limit_reached; details="max_connections"` {
-		t.Fatalf("second connection: %d close=%v Proxy-Status %q", resp.StatusCode, resp.Close, resp.Header.Get("Proxy-Status"))
-	}
-	p.expect(t, downstreamClose(reasonDSConnLimit, byProxy, kindFIN, "idle"))
-}
-
 // TestCloseEdgeTimeoutSuspected: a client that gives up about when the
 // edge's proxy_read_timeout fires is flagged, so the 504 Nginx logged
 // itself can be told from a client that went away.
@@ -710,24 +687,30 @@ func TestCloseUSNetworkTimeout(t *testing.T) {
 	}
 }
 
-// TestCloseDSConnLimitPerIP: one client address over max_connections_per_ip
-// gets 503 naming the per-address cap on its extra connection.
-func TestCloseDSConnLimitPerIP(t *testing.T) {
-	b := namedBackend(t, "ok")
-	p := startProxyWithCloses(t, "max_connections_per_ip: 1\n"+upstreamYAML(b.Addr))
-	first, err := net.Dial("tcp", p.Addr)
-	if err != nil {
-		t.Fatal(err)
+// TestCloseDSConnLimit: a connection over max_connections (or over
+// max_connections_per_ip for its address) gets its request answered 503
+// with Connection: close and a Proxy-Status naming the cap, and its close is
+// ds_conn_limit, not a reset.
+func TestCloseDSConnLimit(t *testing.T) {
+	for _, limit := range []string{"max_connections", "max_connections_per_ip"} {
+		t.Run(limit, func(t *testing.T) {
+			b := namedBackend(t, "ok")
+			p := startProxyWithCloses(t, limit+": 1\n"+upstreamYAML(b.Addr))
+			first, err := net.Dial("tcp", p.Addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer first.Close()
+			io.WriteString(first, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			if resp, err := http.ReadResponse(bufio.NewReader(first), nil); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("first connection: %v %v", resp, err)
+			}
+			resp, _ := rawRequest(t, p.Addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			want := `tollgate; error=connection_limit_reached; details="` + limit + `"`
+			if resp.StatusCode != 503 || !resp.Close || resp.Header.Get("Proxy-Status") != want {
+				t.Fatalf("second connection: %d close=%v Proxy-Status %q", resp.StatusCode, resp.Close, resp.Header.Get("Proxy-Status"))
+			}
+			p.expect(t, downstreamClose(reasonDSConnLimit, byProxy, kindFIN, "idle"))
+		})
 	}
-	defer first.Close()
-	io.WriteString(first, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	if resp, err := http.ReadResponse(bufio.NewReader(first), nil); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("first connection: %v %v", resp, err)
-	}
-	resp, _ := rawRequest(t, p.Addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	if resp.StatusCode != 503 ||
-		resp.Header.Get("Proxy-Status") != `tollgate; error=connection_limit_reached; details="max_connections_per_ip"` {
-		t.Fatalf("second connection: %d Proxy-Status %q", resp.StatusCode, resp.Header.Get("Proxy-Status"))
-	}
-	p.expect(t, downstreamClose(reasonDSConnLimit, byProxy, kindFIN, "idle"))
 }

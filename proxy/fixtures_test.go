@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -32,6 +33,14 @@ type testProxy struct {
 // on free loopback ports when absent) and stops it when the test ends.
 func startProxy(t testing.TB, yaml string) *testProxy {
 	t.Helper()
+	tp, _ := runProxy(t, testConfig(t, yaml), Options{})
+	return tp
+}
+
+// testConfig parses a test's YAML, adding listen and admin on free loopback
+// ports when absent.
+func testConfig(t testing.TB, yaml string) *config.Config {
+	t.Helper()
 	if !strings.Contains(yaml, "listen:") {
 		yaml = "listen:\n  - addr: 127.0.0.1:0\n" + yaml
 	}
@@ -42,25 +51,47 @@ func startProxy(t testing.TB, yaml string) *testProxy {
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}
-	buf := &syncBuffer{}
-	s, err := New(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), AccessLog: buf})
+	return cfg
+}
+
+// runProxy starts tollgate on cfg. A nil opts.Log discards operational
+// logs; a nil opts.AccessLog is captured in the returned proxy's log. The
+// returned shutdown runs Shutdown at most once; the test's cleanup calls it
+// too, so a test that shut down itself is left alone.
+func runProxy(t testing.TB, cfg *config.Config, opts Options) (*testProxy, func(context.Context) error) {
+	t.Helper()
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	access, _ := opts.AccessLog.(*syncBuffer)
+	if opts.AccessLog == nil {
+		access = &syncBuffer{}
+		opts.AccessLog = access
+	}
+	s, err := New(cfg, opts)
 	if err != nil {
 		t.Fatalf("new: %v", err)
 	}
 	if err := s.Start(); err != nil {
 		t.Fatalf("start: %v", err)
 	}
+	var once sync.Once
+	shutdown := func(ctx context.Context) error {
+		err := errors.New("shutdown already called")
+		once.Do(func() { err = s.Shutdown(ctx) })
+		return err
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		s.Shutdown(ctx)
+		shutdown(ctx)
 	})
-	tp := &testProxy{Server: s, Addr: s.Addrs()[0].String(), log: buf}
+	tp := &testProxy{Server: s, Addr: s.Addrs()[0].String(), log: access}
 	tp.URL = "http://" + tp.Addr
 	if a := s.AdminAddr(); a != nil {
 		tp.Admin = "http://" + a.String()
 	}
-	return tp
+	return tp, shutdown
 }
 
 // upstreamYAML is a minimal config proxying every path to the given servers.

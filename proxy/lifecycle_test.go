@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -13,53 +12,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/tollgate-proxy/tollgate/config"
 )
-
-// testConfig parses YAML as startProxy does, for Reload: the listen and
-// admin addresses are the same "127.0.0.1:0", so they count as unchanged.
-func testConfig(t testing.TB, yaml string) *config.Config {
-	t.Helper()
-	if !strings.Contains(yaml, "listen:") {
-		yaml = "admin:\n  addr: 127.0.0.1:0\nlisten:\n  - addr: 127.0.0.1:0\n" + yaml
-	}
-	cfg, err := config.Parse("test.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatalf("config: %v\n%s", err, yaml)
-	}
-	return cfg
-}
 
 // startOwnedProxy is startProxy for tests that call Shutdown themselves:
 // its cleanup shuts the server down only if the test did not (a second
 // Shutdown returns an error).
 func startOwnedProxy(t *testing.T, yaml string) (*testProxy, func(context.Context) error) {
 	t.Helper()
-	cfg := testConfig(t, yaml)
-	buf := &syncBuffer{}
-	s, err := New(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), AccessLog: buf})
-	if err != nil {
-		t.Fatalf("new: %v", err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	var once sync.Once
-	shutdown := func(ctx context.Context) error {
-		err := errors.New("shutdown already called")
-		once.Do(func() { err = s.Shutdown(ctx) })
-		return err
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), failAfter)
-		defer cancel()
-		shutdown(ctx)
-	})
-	tp := &testProxy{Server: s, Addr: s.Addrs()[0].String(), log: buf}
-	tp.URL = "http://" + tp.Addr
-	tp.Admin = "http://" + s.AdminAddr().String()
-	return tp, shutdown
+	return runProxy(t, testConfig(t, yaml), Options{})
 }
 
 // fetch does one GET with c, for goroutines that must not call t.Fatal.

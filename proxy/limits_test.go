@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,24 +26,9 @@ type limitProxy struct {
 
 func startLimitProxy(t testing.TB, yaml string) *limitProxy {
 	t.Helper()
-	cfg := testConfig(t, yaml)
-	access, oplog := &syncBuffer{}, &syncBuffer{}
+	oplog := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(oplog, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s, err := New(cfg, Options{Log: logger, AccessLog: access})
-	if err != nil {
-		t.Fatalf("new: %v", err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	tp := &testProxy{Server: s, Addr: s.Addrs()[0].String(), log: access}
-	tp.URL = "http://" + tp.Addr
-	tp.Admin = "http://" + s.AdminAddr().String()
+	tp, _ := runProxy(t, testConfig(t, yaml), Options{Log: logger})
 	return &limitProxy{testProxy: tp, oplog: oplog}
 }
 
