@@ -165,19 +165,9 @@ func (r *Request) parseHost() error {
 // Path returns the path of the target (origin or absolute form), without the
 // query; "*" for an asterisk-form OPTIONS.
 func (r *Request) Path() string {
-	t := r.Target
-	if !strings.HasPrefix(t, "/") {
-		if _, rest, ok := strings.Cut(t, "://"); ok {
-			// The authority ends at the first "/" or "?" (RFC 3986 §3.2),
-			// as in OriginTarget: a "/" in the query is not the path, or
-			// the route would be chosen for a path the backend never sees.
-			if i := strings.IndexAny(rest, "/?"); i >= 0 && rest[i] == '/' {
-				t = rest[i:]
-			} else {
-				t = "/"
-			}
-		}
-	}
+	// One parse of the target for both: the route is chosen on exactly
+	// the path the backend is sent.
+	t := r.OriginTarget()
 	if i := strings.IndexByte(t, '?'); i >= 0 {
 		t = t[:i]
 	}
