@@ -111,15 +111,22 @@ func writeBody(bw *bufio.Writer, req *h1.Request, body io.Reader, trailer *h1.He
 	if !req.HasBody() {
 		return nil
 	}
-	src := &sourceReader{r: body}
-	if !req.Chunked {
-		_, err := io.CopyBuffer(bw, src, buf)
-		return src.blame(err)
-	}
 	for {
-		n, rerr := src.Read(buf)
-		if err := h1.WriteChunk(bw, buf[:n]); err != nil {
-			return err
+		n, rerr := body.Read(buf)
+		var werr error
+		if req.Chunked {
+			werr = h1.WriteChunk(bw, buf[:n])
+		} else {
+			_, werr = bw.Write(buf[:n])
+		}
+		// Each piece goes on at once: a client that pauses mid-body (a
+		// stream, an upload awaiting the backend's reaction) must not
+		// have its last bytes held in tollgate's buffer meanwhile.
+		if werr == nil && n > 0 && rerr == nil {
+			werr = bw.Flush()
+		}
+		if werr != nil {
+			return werr
 		}
 		if rerr == io.EOF {
 			break
@@ -128,29 +135,10 @@ func writeBody(bw *bufio.Writer, req *h1.Request, body io.Reader, trailer *h1.He
 			return &clientBodyError{err: rerr}
 		}
 	}
-	return h1.WriteLastChunk(bw, *trailer)
-}
-
-// sourceReader remembers a read error so that a failed copy can be blamed on
-// the client (its body broke off) rather than on the backend.
-type sourceReader struct {
-	r   io.Reader
-	err error
-}
-
-func (s *sourceReader) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	if err != nil && err != io.EOF {
-		s.err = err
+	if req.Chunked {
+		return h1.WriteLastChunk(bw, *trailer)
 	}
-	return n, err
-}
-
-func (s *sourceReader) blame(err error) error {
-	if err != nil && s.err != nil {
-		return &clientBodyError{err: s.err}
-	}
-	return err
+	return nil
 }
 
 // clientBodyError is a failure to read the request body from the client.
