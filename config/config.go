@@ -146,7 +146,18 @@ type Listener struct {
 	// (/.well-known/acme-challenge/), which an ACME client must reach.
 	// Default false.
 	RedirectHTTPS bool `yaml:"redirect_https"`
+	// HTTP2 offers HTTP/2 by ALPN on a TLS listener; HTTP/1.1 is always
+	// offered too. Default true; false: HTTP/1.1 only.
+	HTTP2 *bool `yaml:"http2"`
+	// H2C accepts HTTP/2 with prior knowledge (cleartext, RFC 9113 §3.3)
+	// on a plain listener, next to HTTP/1.1: for a trusted edge that
+	// speaks h2c to its upstreams. Default false. The HTTP/1.1 Upgrade:
+	// h2c dance is not supported (RFC 9113 deprecates it).
+	H2C bool `yaml:"h2c"`
 }
+
+// HTTP2Enabled reports whether a TLS listener offers HTTP/2.
+func (l Listener) HTTP2Enabled() bool { return l.HTTP2 == nil || *l.HTTP2 }
 
 // ListenerTLS is an HTTPS listener's certificate. TLS 1.2 is the minimum;
 // Go's default cipher suites (AEAD with forward secrecy) are used.

@@ -65,6 +65,9 @@ func (v *validator) listeners(c *Config) {
 			if l.TLS.KeyFile == "" {
 				v.errorf(tlsPath+".key_file", "a key file is required")
 			}
+			if l.H2C {
+				v.errorf(fmt.Sprintf("listen[%d].h2c", i), "h2c is for plain listeners: a TLS listener offers HTTP/2 by ALPN (http2)")
+			}
 		}
 		if v.hostPort(path, l.Addr, listenAddr) {
 			if first, dup := seen[l.Addr]; dup {

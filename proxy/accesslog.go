@@ -26,6 +26,7 @@ func (s *Server) observe(ss *session, st *requestState) {
 		slog.String("request_id", st.fwd.requestID),
 		slog.String("client", st.fwd.clientIP),
 		slog.String("method", req.Method),
+		slog.String("protocol", ss.protocol()),
 		slog.String("host", req.Host),
 		slog.String("path", st.path),
 		slog.Int("status", st.status),
@@ -41,6 +42,17 @@ func (s *Server) observe(ss *session, st *requestState) {
 		slog.String("shed", st.shed),
 	}
 	s.access.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs[:]...)
+}
+
+// protocol is the client's protocol, as Nginx's $server_protocol.
+func (ss *session) protocol() string {
+	switch {
+	case ss.h2:
+		return "HTTP/2.0"
+	case ss.req.Minor == 0:
+		return "HTTP/1.0"
+	}
+	return "HTTP/1.1"
 }
 
 // logBadRequest records a request refused before it could be parsed, as

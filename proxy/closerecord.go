@@ -37,6 +37,13 @@ type closeRecord struct {
 	// EdgeTimeoutSuspected flags a client abort whose timing matches the
 	// edge's own proxy_read_timeout: Nginx logged a 504 of its own.
 	EdgeTimeoutSuspected bool `json:"edge_timeout_suspected,omitempty"`
+	// Protocol is "h2" for an HTTP/2 connection or stream; absent for
+	// HTTP/1.x.
+	Protocol string `json:"protocol,omitempty"`
+	// StreamOf is set on the record of an HTTP/2 stream that ended badly
+	// (a reset by the client, a timeout, a backend that broke off): the
+	// conn_id of the connection the stream came on.
+	StreamOf string `json:"stream_of,omitempty"`
 }
 
 // tcpInfo is the part of the kernel's TCP_INFO a close record keeps.

@@ -37,7 +37,12 @@ func phaseName(p int32) string { return phaseNames[p] }
 // Shutdown may close it from a third, so the shared fields are atomic or
 // behind mu.
 type dsConn struct {
+	// nc carries the bytes: the TCP connection, or for an HTTP/2 stream
+	// the in-memory HTTP/1.1 exchange (h2.go). tc is the TCP connection,
+	// nil for a stream.
+	nc      net.Conn
 	tc      *net.TCPConn
+	stream  *streamConn
 	s       *Server
 	id      uint64
 	created time.Time
@@ -56,18 +61,30 @@ type dsConn struct {
 	// edgeTimeout flags a client abort timed like the edge's own
 	// proxy_read_timeout.
 	edgeTimeout bool
+	// protocol is "h2" for an HTTP/2 connection or stream, "" for HTTP/1.
+	protocol string
+	// streamReset says tollgate reset the stream (RST_STREAM): its
+	// response could not be completed.
+	streamReset bool
 }
 
 func (s *Server) newDSConn(tc *net.TCPConn) *dsConn {
 	now := time.Now()
-	return &dsConn{tc: tc, s: s, id: s.connIDs.Add(1), created: now, idleSince: now}
+	return &dsConn{nc: tc, tc: tc, s: s, id: s.connIDs.Add(1), created: now, idleSince: now}
+}
+
+// newStreamDSConn is the dsConn of one HTTP/2 stream: a record of its own
+// (when it ends badly) that names the connection it came on.
+func (s *Server) newStreamDSConn(sc *streamConn) *dsConn {
+	now := time.Now()
+	return &dsConn{nc: sc, stream: sc, s: s, id: s.connIDs.Add(1), created: now, idleSince: now}
 }
 
 // connID is the record's conn_id: "d" for downstream, "u" for upstream.
 func (c *dsConn) connID() string { return "d" + strconv.FormatUint(c.id, 10) }
 
 func (c *dsConn) Read(p []byte) (int, error) {
-	n, err := c.tc.Read(p)
+	n, err := c.nc.Read(p)
 	c.bytesIn.Add(int64(n))
 	if err != nil {
 		c.noteErr(err)
@@ -76,7 +93,7 @@ func (c *dsConn) Read(p []byte) (int, error) {
 }
 
 func (c *dsConn) Write(p []byte) (int, error) {
-	n, err := c.tc.Write(p)
+	n, err := c.nc.Write(p)
 	c.bytesOut.Add(int64(n))
 	if err != nil {
 		c.noteErr(err)
@@ -90,14 +107,19 @@ func (c *dsConn) noteErr(err error) {
 	c.mu.Unlock()
 }
 
-func (c *dsConn) LocalAddr() net.Addr                { return c.tc.LocalAddr() }
-func (c *dsConn) RemoteAddr() net.Addr               { return c.tc.RemoteAddr() }
-func (c *dsConn) SetDeadline(t time.Time) error      { return c.tc.SetDeadline(t) }
-func (c *dsConn) SetReadDeadline(t time.Time) error  { return c.tc.SetReadDeadline(t) }
-func (c *dsConn) SetWriteDeadline(t time.Time) error { return c.tc.SetWriteDeadline(t) }
+func (c *dsConn) LocalAddr() net.Addr                { return c.nc.LocalAddr() }
+func (c *dsConn) RemoteAddr() net.Addr               { return c.nc.RemoteAddr() }
+func (c *dsConn) SetDeadline(t time.Time) error      { return c.nc.SetDeadline(t) }
+func (c *dsConn) SetReadDeadline(t time.Time) error  { return c.nc.SetReadDeadline(t) }
+func (c *dsConn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
 
 // CloseWrite half-closes the connection (tunnels pass on an end of stream).
-func (c *dsConn) CloseWrite() error { return c.tc.CloseWrite() }
+func (c *dsConn) CloseWrite() error {
+	if c.tc == nil {
+		return errors.New("tollgate: an HTTP/2 stream cannot half-close")
+	}
+	return c.tc.CloseWrite()
+}
 
 func (c *dsConn) setPhase(p int32) { c.phase.Store(p) }
 
@@ -136,9 +158,11 @@ func (c *dsConn) closeWith(reason, initiator, cause string) {
 	c.closed = true
 	rec := c.record(reason, initiator, cause)
 	c.mu.Unlock()
-	rec.TCP = readTCPInfo(c.tc)
+	if c.tc != nil {
+		rec.TCP = readTCPInfo(c.tc)
+	}
 	refineKind(rec)
-	c.tc.Close()
+	c.nc.Close()
 	c.s.closes.add(rec)
 }
 
@@ -164,8 +188,16 @@ func (c *dsConn) record(reason, initiator, cause string) *closeRecord {
 		BytesOut:    c.bytesOut.Load(),
 		RequestID:   c.requestID,
 		CauseConnID: cause,
-		Peer:        c.tc.RemoteAddr().String(),
-		Local:       c.tc.LocalAddr().String(),
+		Peer:        c.nc.RemoteAddr().String(),
+		Local:       c.nc.LocalAddr().String(),
+		Protocol:    c.protocol,
+	}
+	if c.stream != nil {
+		rec.StreamOf = c.stream.parent.connID()
+		if c.streamReset && rec.Kind == kindFIN {
+			// tollgate cut the stream with RST_STREAM, not an orderly end.
+			rec.Kind = kindRST
+		}
 	}
 	if phase == phaseIdle {
 		rec.IdleMs = now.Sub(c.idleSince).Milliseconds()
@@ -182,6 +214,13 @@ func (c *dsConn) record(reason, initiator, cause string) *closeRecord {
 // without blocking: a non-blocking MSG_PEEK sees EOF or an error. Bytes
 // waiting (a pipelined request) mean it is still there.
 func (c *dsConn) peerGone() bool {
+	if c.stream != nil {
+		if !c.stream.gone() {
+			return false
+		}
+		c.noteErr(errStreamReset) // the record's errno: a reset, as RST_STREAM is
+		return true
+	}
 	return !socketOpen(c.tc)
 }
 

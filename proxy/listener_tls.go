@@ -18,10 +18,11 @@ type listenerOpts struct {
 	pp            *limiter.RealIP // PROXY protocol expected from these peers; nil: none
 	tls           *tls.Config     // HTTPS; nil: plain HTTP
 	redirectHTTPS bool            // answer plain requests with 308 to https
+	h2c           bool            // plain listener: HTTP/2 with prior knowledge too
 }
 
 // listenerTLS loads an HTTPS listener's certificate: TLS 1.2 at least,
-// HTTP/1.1 only until tollgate speaks HTTP/2.
+// HTTP/2 offered by ALPN unless the listener turns it off.
 func listenerTLS(l config.Listener) (*tls.Config, error) {
 	if l.TLS == nil {
 		return nil, nil
@@ -33,8 +34,43 @@ func listenerTLS(l config.Listener) (*tls.Config, error) {
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		MinVersion:   tls.VersionTLS12,
-		NextProtos:   []string{"http/1.1"},
+		NextProtos:   serverALPN(l.HTTP2Enabled()),
 	}, nil
+}
+
+// serverALPN is what an HTTPS listener offers in ALPN, preferred first.
+func serverALPN(http2 bool) []string {
+	if http2 {
+		return []string{"h2", "http/1.1"}
+	}
+	return []string{"http/1.1"}
+}
+
+// negotiatedH2 reports whether the TLS handshake chose HTTP/2.
+func (ss *session) negotiatedH2() bool {
+	tc, ok := ss.wire.(*tls.Conn)
+	return ok && tc.ConnectionState().NegotiatedProtocol == "h2"
+}
+
+// h2Preface opens every HTTP/2 connection (RFC 9113 §3.4).
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// sentH2Preface reports whether a client on an h2c listener opened with
+// the HTTP/2 preface. It compares byte by byte as they arrive, so an
+// HTTP/1.1 request shorter than the preface is told apart at its first
+// differing byte rather than waited on.
+func (ss *session) sentH2Preface() bool {
+	if d := ss.s.rt.Load().headerTimeout; d > 0 {
+		ss.conn.SetReadDeadline(time.Now().Add(d))
+		defer ss.conn.SetReadDeadline(time.Time{})
+	}
+	for n := 1; n <= len(h2Preface); n++ {
+		b, err := ss.br.Peek(n)
+		if err != nil || b[n-1] != h2Preface[n-1] {
+			return false
+		}
+	}
+	return true
 }
 
 // handshake runs the TLS handshake under client_header_timeout; a failure

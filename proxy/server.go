@@ -60,6 +60,9 @@ type Server struct {
 	// checks runs the active health checks (health.go).
 	checks healthChecks
 
+	// h2 serves the connections that speak HTTP/2 (h2.go).
+	h2 *h2Front
+
 	listeners []net.Listener
 	admin     *http.Server
 	adminLn   net.Listener
@@ -151,10 +154,14 @@ func (s *Server) Start() error {
 		}
 		tlsConfs = append(tlsConfs, tc)
 	}
+	s.h2 = newH2Front(s, s.rt.Load())
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.h2.run() }()
 	for i, ln := range s.listeners {
 		s.wg.Add(1)
 		go s.acceptLoop(ln, listenerOpts{pp: proxyProtocolFrom(cfg.Listen[i]), tls: tlsConfs[i],
-			redirectHTTPS: cfg.Listen[i].RedirectHTTPS && tlsConfs[i] == nil})
+			redirectHTTPS: cfg.Listen[i].RedirectHTTPS && tlsConfs[i] == nil,
+			h2c:           cfg.Listen[i].H2C && tlsConfs[i] == nil})
 	}
 	s.wg.Add(1)
 	go s.sweepLoop()
@@ -329,6 +336,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.ready.Store(false)
 	for _, ln := range s.listeners {
 		ln.Close()
+	}
+	if s.h2 != nil {
+		go s.h2.shutdown(ctx)
 	}
 	finished := make(chan struct{})
 	go func() { s.sessions.Wait(); close(finished) }()

@@ -29,6 +29,7 @@ type session struct {
 	served   int
 
 	redirectHTTPS bool // a plain listener that sends clients to https
+	h2            bool // one HTTP/2 stream (h2.go), not a connection
 
 	// wire is the client connection the codec reads and writes: the
 	// dsConn itself, or TLS over it on an HTTPS listener.
@@ -73,13 +74,26 @@ func (s *Server) serveConn(c *dsConn, lo listenerOpts) {
 	}
 	ss.br = bufio.NewReaderSize(ss.wire, 4096)
 	ss.bw = bufio.NewWriterSize(ss.wire, 4096)
+	h2 := ss.negotiatedH2() || lo.h2c && ss.sentH2Preface()
 	rt := s.rt.Load()
-	if max := rt.maxConns; max > 0 && open > max {
-		ss.refuseOverCap("max_connections")
-		return
+	over := ""
+	switch {
+	case rt.maxConns > 0 && open > rt.maxConns:
+		over = "max_connections"
+	case rt.maxConnsPerIP > 0 && fromPeer > rt.maxConnsPerIP:
+		over = "max_connections_per_ip"
 	}
-	if max := rt.maxConnsPerIP; max > 0 && fromPeer > max {
-		ss.refuseOverCap("max_connections_per_ip")
+	switch {
+	case over != "" && h2:
+		// No HTTP/1.1 answer fits an HTTP/2 client: it gets the close.
+		s.logBadRequest(ss, 503, over+" reached")
+		c.closeWith(reasonDSConnLimit, "", "")
+		return
+	case over != "":
+		ss.refuseOverCap(over)
+		return
+	case h2:
+		ss.serveH2()
 		return
 	}
 	for {
@@ -100,7 +114,7 @@ func (ss *session) serveOne() (reason, initiator, cause string) {
 	rt := ss.s.rt.Load()
 	c := ss.conn
 	if err := ss.waitRequest(rt); err != nil {
-		if ss.s.shuttingDown.Load() {
+		if ss.s.shuttingDown.Load() && !ss.h2 {
 			return reasonDSShutdown, "", ""
 		}
 		return readFailure(err, phaseIdle, ss.served == 0), "", ""
@@ -143,6 +157,8 @@ func (ss *session) serveOne() (reason, initiator, cause string) {
 		return why, by, cause
 	case !keep:
 		return reasonDSKeepaliveLimit, "", ""
+	case ss.h2:
+		return "", "", "" // a stream serves one request
 	case ss.s.shuttingDown.Load():
 		return reasonDSShutdown, "", ""
 	}
@@ -166,7 +182,8 @@ func (ss *session) waitRequest(rt *runtime) error {
 	if wait > 0 {
 		c.SetReadDeadline(time.Now().Add(wait))
 	}
-	if ss.s.shuttingDown.Load() {
+	if ss.s.shuttingDown.Load() && !ss.h2 {
+		// A stream that arrived before GOAWAY is still served.
 		return net.ErrClosed
 	}
 	_, err := ss.br.Peek(1)
@@ -204,7 +221,7 @@ const lingerTime = 2 * time.Second
 // last keep-alive response) before the client reads it. Nginx's
 // lingering_close does the same.
 func (ss *session) linger() {
-	if ss.br.Buffered() == 0 && !socketHasData(ss.conn.tc) {
+	if ss.conn.tc == nil || ss.br.Buffered() == 0 && !socketHasData(ss.conn.tc) {
 		return
 	}
 	ss.conn.CloseWrite()
