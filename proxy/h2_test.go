@@ -316,3 +316,91 @@ func TestHTTP2BodyTimeout(t *testing.T) {
 		t.Errorf("access status %d, want 408", a.Status)
 	}
 }
+
+// TestHTTP2SlowReader: a client that stops reading (its flow-control window
+// full) hits send_timeout as an HTTP/1.1 client does: the stream is
+// tagged ds_write_timeout and reset, the connection kept.
+func TestHTTP2SlowReader(t *testing.T) {
+	big := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 64<<10)
+		for range 512 { // 32 MiB, far beyond any window
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	p, client := h2Proxy(t, "", "send_timeout: 300ms\n"+upstreamYAML(big.Addr))
+	resp, err := client.Get("https://" + p.Addr + "/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close() // never read
+	rec := p.expect(t, downstreamClose(reasonDSWriteTimeout, byProxy, kindTimeout, "response_body"))
+	if rec.StreamOf == "" || rec.Protocol != "h2" {
+		t.Errorf("stream_of %q protocol %q", rec.StreamOf, rec.Protocol)
+	}
+}
+
+// TestHTTP2GracefulShutdown: Shutdown sends GOAWAY and lets a stream in
+// flight finish before the connection closes as ds_shutdown.
+func TestHTTP2GracefulShutdown(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	b := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+		io.WriteString(w, "finished")
+	}))
+	p, client := h2Proxy(t, "", upstreamYAML(b.Addr))
+	type result struct {
+		body string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := client.Get("https://" + p.Addr + "/long")
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- result{string(body), err}
+	}()
+	<-entered
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		shut <- p.Shutdown(ctx)
+	}()
+	time.Sleep(100 * time.Millisecond) // let GOAWAY go out while the stream is open
+	close(release)
+	if r := <-done; r.err != nil || r.body != "finished" {
+		t.Fatalf("stream in flight at shutdown: %q %v, want it finished", r.body, r.err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	p.expect(t, downstreamClose(reasonDSShutdown, byProxy, kindFIN, "idle"))
+}
+
+// TestHTTP2ProtocolError: a connection that breaks the HTTP/2 protocol is
+// answered with GOAWAY and closed as ds_bad_request.
+func TestHTTP2ProtocolError(t *testing.T) {
+	b := namedBackend(t, "x")
+	p := startProxyWithCloses(t, "listen:\n  - addr: 127.0.0.1:0\n    h2c: true\n"+upstreamYAML(b.Addr))
+	c, err := net.Dial("tcp", p.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The preface, then a DATA frame on stream 0, which RFC 9113 §6.1
+	// makes a connection error.
+	io.WriteString(c, h2Preface+"\x00\x00\x00\x04\x00\x00\x00\x00\x00"+"\x00\x00\x04\x00\x00\x00\x00\x00\x00ABCD")
+	io.Copy(io.Discard, c)
+	rec := p.expect(t, downstreamClose(reasonDSBadRequest, byProxy, kindFIN, "idle"))
+	if rec.Protocol != "h2" {
+		t.Errorf("protocol %q", rec.Protocol)
+	}
+}
