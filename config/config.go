@@ -70,6 +70,12 @@ type Config struct {
 	// large_client_header_buffers 4 8k). Zero: the default.
 	LargeClientHeaderSize Size `yaml:"large_client_header_size"`
 
+	// ClientMaxBodySize bounds a request body: a larger Content-Length
+	// is answered 413 before anything is forwarded, and a chunked body
+	// that grows past it is cut off with 413 (Nginx:
+	// client_max_body_size). Default 1m (Nginx). Zero: no limit.
+	ClientMaxBodySize Size `yaml:"client_max_body_size"`
+
 	// ProxyConnectTimeout bounds establishing a connection to a backend.
 	// Default 60s (Nginx). Zero: no limit.
 	ProxyConnectTimeout Duration `yaml:"proxy_connect_timeout"`

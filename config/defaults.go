@@ -17,6 +17,7 @@ const (
 	defaultKeepaliveTimeout  = 75 * time.Second
 	defaultKeepaliveRequests = 1000
 	defaultLargeHeaderSize   = 32 << 10
+	defaultMaxBodySize       = 1 << 20
 	defaultShutdownTimeout   = 30 * time.Second
 	defaultRequestIDHeader   = "X-Request-ID"
 	defaultRealIPHeader      = "X-Real-IP"
@@ -64,6 +65,9 @@ func applyDefaults(c *Config, written nodeIndex) {
 		c.KeepaliveRequests = defaultKeepaliveRequests
 	}
 	setInt64(&c.LargeClientHeaderSize.Bytes, defaultLargeHeaderSize)
+	if !written.has("client_max_body_size") {
+		c.ClientMaxBodySize.Bytes = defaultMaxBodySize
+	}
 	setDuration(&c.ShutdownTimeout, defaultShutdownTimeout)
 	setDuration(&c.EdgeProxyReadTimeout, defaultTimeout)
 	setString(&c.RequestIDHeader, defaultRequestIDHeader)

@@ -149,11 +149,16 @@ func (ss *session) attemptFailed(st *requestState, p *peer, c *upstreamConn, x *
 		bal.done(p, time.Now(), false)
 		st.attempts = append(st.attempts, attempt{addr: p.addr, reason: reasonCancelledByDS, duration: time.Since(start)})
 		st.dsReason, st.dsCause = dsReason, ""
-		if cbe != nil && errors.Is(cbe.err, h1.ErrBadChunk) {
+		switch {
+		case cbe != nil && errors.Is(cbe.err, h1.ErrBadChunk):
 			// A malformed chunked body is the client's error, not its
 			// leaving: answered 400 (Nginx: "client sent invalid chunked
 			// body"), and the connection ends.
 			status, st.dsReason = http.StatusBadRequest, reasonDSBadRequest
+			ss.writeOwnResponse(status, h1.Field{Name: st.fwd.requestIDName, Value: st.fwd.requestID})
+		case cbe != nil && errors.Is(cbe.err, errBodyTooLarge):
+			// Nginx: "client intended to send too large chunked body".
+			status, st.dsReason = http.StatusRequestEntityTooLarge, reasonDSBadRequest
 			ss.writeOwnResponse(status, h1.Field{Name: st.fwd.requestIDName, Value: st.fwd.requestID})
 		}
 		return &failure{reason: reasonCancelledByDS, status: status}

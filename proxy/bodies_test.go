@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -163,7 +164,7 @@ func TestLargeUploadStreams(t *testing.T) {
 				}
 				fmt.Fprintf(w, "%s %d %d %q", hex.EncodeToString(h.Sum(nil)), n+1<<20, r.ContentLength, r.TransferEncoding)
 			}))
-			p := startProxy(t, upstreamYAML(b.Addr))
+			p := startProxy(t, "client_max_body_size: 0\n"+upstreamYAML(b.Addr))
 
 			pr, pw := io.Pipe()
 			go func() {
@@ -450,5 +451,42 @@ func TestResponseTrailers(t *testing.T) {
 	want := http.Header{"X-Result": {"done"}, "X-Late": {"1"}}
 	if fmt.Sprint(resp.Trailer) != fmt.Sprint(want) {
 		t.Fatalf("client got trailer %v, want %v", resp.Trailer, want)
+	}
+}
+
+// TestClientMaxBodySize: a declared length over client_max_body_size is
+// answered 413 before anything is forwarded; a chunked body that grows past
+// it is cut off with 413 and the connection closed (ds_bad_request); 0
+// lifts the limit.
+func TestClientMaxBodySize(t *testing.T) {
+	addr, seen := recordingBackend(t)
+	p := startProxyWithCloses(t, "client_max_body_size: 1k\n"+upstreamYAML(addr))
+
+	resp, _ := rawRequest(t, p.Addr, "POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 1025\r\n\r\n"+strings.Repeat("x", 1025))
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("declared 1025 bytes over a 1k limit: %d, want 413", resp.StatusCode)
+	}
+	resp, _ = rawRequest(t, p.Addr, "POST /fits HTTP/1.1\r\nHost: h\r\nContent-Length: 1024\r\n\r\n"+strings.Repeat("x", 1024))
+	if resp.StatusCode != 200 {
+		t.Fatalf("1024 bytes under a 1k limit: %d", resp.StatusCode)
+	}
+	if got := nextSeen(t, seen); got.Line != "POST /fits HTTP/1.1" {
+		t.Fatalf("backend saw %q first, want only /fits (the 413 forwarded nothing)", got.Line)
+	}
+
+	rc := dialRaw(t, p.Addr)
+	rc.send(t, "POST /chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n"+strings.Repeat("y", 1024)+"\r\n1\r\nz\r\n0\r\n\r\n")
+	resp, _ = rc.response(t, "POST")
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("chunked body past the limit: %d, want 413", resp.StatusCode)
+	}
+	rc.c.(*net.TCPConn).CloseWrite() // ends tollgate's lingering read
+	awaitEOF(t, rc)
+	p.expect(t, downstreamClose(reasonDSBadRequest, byProxy, kindFIN, "request_body"))
+
+	open := startProxy(t, "client_max_body_size: 0\n"+upstreamYAML(addr))
+	resp, _ = rawRequest(t, open.Addr, "POST /unlimited HTTP/1.1\r\nHost: h\r\nContent-Length: 2000000\r\n\r\n"+strings.Repeat("x", 2000000))
+	if resp.StatusCode != 200 {
+		t.Errorf("no limit: %d", resp.StatusCode)
 	}
 }

@@ -654,7 +654,7 @@ func TestCloseUSNetworkTimeout(t *testing.T) {
 	})
 	t.Cleanup(func() { close(done) }) // runs before rawBackend's cleanup waits
 	yaml := strings.Replace(upstreamYAML(backend), "    servers:", "    tcp_user_timeout: 1s\n    servers:", 1)
-	p := startProxyWithCloses(t, "proxy_send_timeout: 30s\nproxy_read_timeout: 30s\n"+yaml)
+	p := startProxyWithCloses(t, "proxy_send_timeout: 30s\nproxy_read_timeout: 30s\nclient_max_body_size: 0\n"+yaml)
 	// A raw client sends the body in the background and reads the answer
 	// meanwhile: tollgate answers before the body is through, and a client
 	// that only reads after sending would see its own write fail first.

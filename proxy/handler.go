@@ -100,6 +100,9 @@ func (ss *session) handle(rt *runtime) (keep bool, reason, initiator, cause stri
 		ss.respondError(st, http.StatusBadRequest, "", "path above the root")
 	case st.route == nil:
 		ss.respondError(st, http.StatusNotFound, "", "no route")
+	case rt.bodyLimit > 0 && req.ContentLength > rt.bodyLimit:
+		// Before limit_req, as in Nginx (its find-config phase).
+		ss.respondError(st, http.StatusRequestEntityTooLarge, "", "client_max_body_size")
 	case ss.admit(rt, st):
 		ss.forwardGuarded(rt, st) // forward, behind adaptive_concurrency (overload.go)
 	}

@@ -31,6 +31,7 @@ type runtime struct {
 	keepaliveTimeout time.Duration // 0: no keep-alive
 	keepaliveReqs    int
 	headerLimit      int           // large_client_header_size
+	bodyLimit        int64         // client_max_body_size; 0: none
 	maxConns         int           // max_connections; 0: no cap
 	maxConnsPerIP    int           // max_connections_per_ip; 0: no cap
 	userTimeout      time.Duration // tcp_user_timeout on client conns
@@ -74,6 +75,7 @@ func newRuntime(cfg *config.Config, poolFor func(up *config.Upstream, addr strin
 		keepaliveTimeout: cfg.KeepaliveTimeout.Duration,
 		keepaliveReqs:    cfg.KeepaliveRequests,
 		headerLimit:      int(cfg.LargeClientHeaderSize.Bytes),
+		bodyLimit:        cfg.ClientMaxBodySize.Bytes,
 		maxConns:         cfg.MaxConnections,
 		maxConnsPerIP:    cfg.MaxConnectionsPerIP,
 		userTimeout:      cfg.TCPUserTimeout.Duration,

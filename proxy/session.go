@@ -276,6 +276,9 @@ func (ss *session) drainBody() bool {
 	return err == nil && n < maxDrain && ss.body.Done()
 }
 
+// errBodyTooLarge cuts off a request body longer than client_max_body_size.
+var errBodyTooLarge = errors.New("request body larger than client_max_body_size")
+
 // reqBody is the request body as the pipeline reads it: client_body_timeout
 // armed before each read, and "100 Continue" sent before the first read to
 // a client that waits for it.
@@ -297,6 +300,11 @@ func (b reqBody) Read(p []byte) (int, error) {
 	}
 	n, err := ss.body.Read(p)
 	ss.keep(p[:n])
+	if rt.bodyLimit > 0 && ss.consumed > rt.bodyLimit {
+		// A chunked body grew past client_max_body_size (a declared
+		// length was refused before anything was read).
+		err = errBodyTooLarge
+	}
 	if err != nil {
 		ss.conn.SetReadDeadline(time.Time{})
 		if err != io.EOF {
