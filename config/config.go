@@ -104,9 +104,11 @@ type Config struct {
 
 	// MaxConnectionsPerIP caps the client connections one peer address
 	// holds at once (Nginx's limit_conn on $binary_remote_addr), answered
-	// as max_connections is. For an internet-facing listener; behind an
+	// as max_connections is. Counted by the PROXY protocol address on a
+	// listener that takes one. For an internet-facing listener; behind an
 	// edge every connection comes from the edge, so leave it off there.
-	// Default 0: no cap.
+	// Default 256 when a listener has tls (a standalone edge), else 0.
+	// Zero: no cap.
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 
 	// EdgeProxyReadTimeout is the edge's own proxy_read_timeout (Nginx's

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -18,10 +19,15 @@ const (
 	defaultKeepaliveRequests = 1000
 	defaultLargeHeaderSize   = 32 << 10
 	defaultMaxBodySize       = 1 << 20
-	defaultShutdownTimeout   = 30 * time.Second
-	defaultRequestIDHeader   = "X-Request-ID"
-	defaultRealIPHeader      = "X-Real-IP"
-	defaultRate              = 1000 // 1r/s
+	// defaultEdgeConnsPerIP caps one client address's connections when
+	// tollgate terminates TLS itself: browsers open 6 per host and HTTP/2
+	// clients 1, so 256 leaves room for a NAT of many users while a
+	// single host cannot hold every file descriptor.
+	defaultEdgeConnsPerIP  = 256
+	defaultShutdownTimeout = 30 * time.Second
+	defaultRequestIDHeader = "X-Request-ID"
+	defaultRealIPHeader    = "X-Real-IP"
+	defaultRate            = 1000 // 1r/s
 
 	defaultUpstreamKeepalive        = 32
 	defaultUpstreamKeepaliveTimeout = 4 * time.Second
@@ -65,6 +71,9 @@ func applyDefaults(c *Config, written nodeIndex) {
 		c.KeepaliveRequests = defaultKeepaliveRequests
 	}
 	setInt64(&c.LargeClientHeaderSize.Bytes, defaultLargeHeaderSize)
+	if !written.has("max_connections_per_ip") && slices.ContainsFunc(c.Listen, func(l Listener) bool { return l.TLS != nil }) {
+		c.MaxConnectionsPerIP = defaultEdgeConnsPerIP
+	}
 	if !written.has("client_max_body_size") {
 		c.ClientMaxBodySize.Bytes = defaultMaxBodySize
 	}

@@ -381,3 +381,25 @@ func TestDocExample(t *testing.T) {
 		t.Errorf("server addr = %q; want 127.0.0.1:3000", got)
 	}
 }
+
+// TestEdgeConnsPerIPDefault: a TLS listener (a standalone edge) caps each
+// client address at 256 connections unless the file says otherwise; a
+// sidecar behind an edge has no cap.
+func TestEdgeConnsPerIPDefault(t *testing.T) {
+	for _, tt := range []struct {
+		yaml string
+		want int
+	}{
+		{"listen: [{addr: ':8443', tls: {cert_file: c, key_file: k}}]\n", 256},
+		{"listen: [{addr: ':8443', tls: {cert_file: c, key_file: k}}]\nmax_connections_per_ip: 0\n", 0},
+		{"listen: [{addr: ':8080'}]\n", 0},
+	} {
+		c, err := Parse("t.yaml", []byte(tt.yaml+"upstreams: [{name: a, servers: [{addr: '127.0.0.1:1'}]}]\nroutes: [{upstream: a}]\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.yaml, err)
+		}
+		if c.MaxConnectionsPerIP != tt.want {
+			t.Errorf("%s: max_connections_per_ip %d, want %d", tt.yaml, c.MaxConnectionsPerIP, tt.want)
+		}
+	}
+}

@@ -206,24 +206,34 @@ func (s *Server) acceptLoop(ln net.Listener, lo listenerOpts) {
 }
 
 // track adds or removes a connection from the set Shutdown closes. Adding
-// reports how many connections are open with this one, in all and from its
-// peer's address.
-func (s *Server) track(c *dsConn, peer netip.Addr, add bool) (open, fromPeer int) {
+// reports how many connections are open with this one.
+func (s *Server) track(c *dsConn, add bool) (open int) {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	if add {
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+	return len(s.conns)
+}
+
+// countClient adds or removes a connection of a client address (the peer,
+// or the one a trusted PROXY protocol header gave) for
+// max_connections_per_ip. Adding reports how many the client holds with
+// this one.
+func (s *Server) countClient(addr netip.Addr, add bool) (held int) {
 	s.connsMu.Lock()
 	defer s.connsMu.Unlock()
 	if s.perIP == nil {
 		s.perIP = map[netip.Addr]int{}
 	}
 	if add {
-		s.conns[c] = struct{}{}
-		s.perIP[peer]++
-	} else {
-		delete(s.conns, c)
-		if s.perIP[peer]--; s.perIP[peer] <= 0 {
-			delete(s.perIP, peer)
-		}
+		s.perIP[addr]++
+	} else if s.perIP[addr]--; s.perIP[addr] <= 0 {
+		delete(s.perIP, addr)
 	}
-	return len(s.conns), s.perIP[peer]
+	return s.perIP[addr]
 }
 
 // closeConns closes the tracked connections, only the idle ones unless all.

@@ -64,11 +64,19 @@ func (s *Server) serveConn(c *dsConn, lo listenerOpts) {
 		ss.peer = ap.Addr().Unmap()
 		ss.peerText = ss.peer.String()
 	}
-	open, fromPeer := s.track(c, ss.peer, true)
-	defer s.track(c, ss.peer, false)
+	open := s.track(c, true)
+	defer s.track(c, false)
 	if lo.pp != nil && lo.pp.Trusted(ss.peer) && !ss.readProxyProtocol(bufio.NewReaderSize(c, 1024)) {
 		return
 	}
+	// Behind a load balancer that speaks PROXY protocol, the client is
+	// the address it names, not the balancer.
+	client := ss.peer
+	if ss.proxyAddr.IsValid() {
+		client = ss.proxyAddr
+	}
+	fromPeer := s.countClient(client, true)
+	defer s.countClient(client, false)
 	if lo.tls != nil && !ss.handshake(lo.tls) {
 		return
 	}
