@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mholt/acmez/v3"
 	"github.com/tollgate-proxy/tollgate/config"
 	"github.com/tollgate-proxy/tollgate/limiter"
 	"github.com/tollgate-proxy/tollgate/proxy/h1"
@@ -20,8 +21,21 @@ type listenerOpts struct {
 	redirectHTTPS bool            // answer plain requests with 308 to https
 }
 
-// listenerTLS loads an HTTPS listener's certificate: TLS 1.2 at least,
-// HTTP/1.1 only until tollgate speaks HTTP/2.
+// serverALPN is the protocols an HTTPS listener offers in ALPN, in order
+// of preference: HTTP/1.1, and with ACME the TLS-ALPN-01 challenge
+// protocol (RFC 8737 §6), whose handshakes certmagic answers. Every HTTPS
+// listener takes its list from here.
+func serverALPN(acme bool) []string {
+	protos := []string{"http/1.1"}
+	if acme {
+		protos = append(protos, acmez.ACMETLS1Protocol)
+	}
+	return protos
+}
+
+// listenerTLS loads an HTTPS listener's static certificate: TLS 1.2 at
+// least, the protocols of serverALPN. Listeners with ACME get theirs from
+// acmeManager.tlsConfig.
 func listenerTLS(l config.Listener) (*tls.Config, error) {
 	if l.TLS == nil {
 		return nil, nil
@@ -33,7 +47,7 @@ func listenerTLS(l config.Listener) (*tls.Config, error) {
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		MinVersion:   tls.VersionTLS12,
-		NextProtos:   []string{"http/1.1"},
+		NextProtos:   serverALPN(false),
 	}, nil
 }
 

@@ -32,6 +32,9 @@ type Options struct {
 	// CloseRing is how many recent close records /debug/closes keeps.
 	// Zero: 1000.
 	CloseRing int
+
+	// acme is what tests change about ACME (acme.go); zero in production.
+	acme acmeTuning
 }
 
 // Server is a running tollgate: its listeners, its current configuration and
@@ -60,6 +63,10 @@ type Server struct {
 	// checks runs the active health checks (health.go).
 	checks healthChecks
 
+	// acme manages the certificates of HTTPS listeners with ACME (acme.go).
+	acme       acmeState
+	acmeTuning acmeTuning
+
 	listeners []net.Listener
 	admin     *http.Server
 	adminLn   net.Listener
@@ -81,8 +88,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		log:   opts.Log,
-		pools: map[string]*serverPool{},
+		log:        opts.Log,
+		acmeTuning: opts.acme,
+		pools:      map[string]*serverPool{},
 		done:  make(chan struct{}),
 		conns: map[*dsConn]struct{}{},
 	}
@@ -145,7 +153,11 @@ func (s *Server) Start() error {
 	var tlsConfs []*tls.Config
 	for i := range s.listeners {
 		tc, err := listenerTLS(cfg.Listen[i])
+		if cfg.Listen[i].TLS.ACME() {
+			tc, err = s.acmeListenerTLS(cfg, i, s.listeners, s.acmeTuning)
+		}
 		if err != nil {
+			s.acme.stop()
 			s.closeListeners()
 			return fmt.Errorf("listen %s: %w", cfg.Listen[i].Addr, err)
 		}
@@ -155,6 +167,14 @@ func (s *Server) Start() error {
 		s.wg.Add(1)
 		go s.acceptLoop(ln, listenerOpts{pp: proxyProtocolFrom(cfg.Listen[i]), tls: tlsConfs[i],
 			redirectHTTPS: cfg.Listen[i].RedirectHTTPS && tlsConfs[i] == nil})
+	}
+	// After the accept loops: certmagic's challenges need the listeners
+	// answering.
+	if err := s.acme.start(); err != nil {
+		s.acme.stop()
+		s.closeListeners()
+		s.wg.Wait()
+		return err
 	}
 	s.wg.Add(1)
 	go s.sweepLoop()
@@ -282,6 +302,8 @@ func (s *Server) Reload(cfg *config.Config) error {
 	old := s.rt.Load()
 	if !sameListeners(old.cfg, cfg) {
 		s.log.Warn("reload: listen and admin addresses need a restart; keeping the current ones")
+	} else if !sameTLS(old.cfg, cfg) {
+		s.log.Warn("reload: listener tls settings (certificate files, ACME) need a restart; keeping the current certificates and ACME managers")
 	}
 	used := map[string]bool{}
 	next := newRuntime(cfg, func(up *config.Upstream, addr string) *serverPool {
@@ -353,6 +375,7 @@ wait:
 	}
 	close(s.done)
 	s.checks.stop()
+	s.acme.stop()
 	s.mu.Lock()
 	for _, p := range s.pools {
 		p.closeIdle(reasonServerDrained)
