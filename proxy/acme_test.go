@@ -1,0 +1,154 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// httpsGet fetches https://name/x from addr, verifying against roots.
+func httpsGet(t *testing.T, addr, name string, roots *x509.CertPool) (int, string) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}}
+	resp, err := client.Get("https://" + name + "/x")
+	if err != nil {
+		t.Fatalf("GET https://%s/x: %v", name, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// TestACMEChallenges obtains a certificate from pebble with one challenge
+// type at a time and serves HTTPS with it: HTTP-01 answered by the plain
+// listener (with and without redirect_https), TLS-ALPN-01 by the HTTPS
+// listener itself.
+func TestACMEChallenges(t *testing.T) {
+	tests := []struct {
+		name     string
+		tune     acmeTuning
+		redirect bool
+		http01   bool // the CA fetched the challenge from the plain listener
+	}{
+		{name: "http-01", tune: acmeTuning{noTLSALPN01: true}, http01: true},
+		{name: "http-01 behind redirect_https", tune: acmeTuning{noTLSALPN01: true}, redirect: true, http01: true},
+		{name: "tls-alpn-01", tune: acmeTuning{noHTTP01: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := namedBackend(t, "secure")
+			plain, secure := freeLoopbackAddr(t), freeLoopbackAddr(t)
+			ca := startPebble(t, portOf(t, plain), portOf(t, secure))
+			cfg := testConfig(t, acmeYAML(plain, secure, tt.redirect, ca, t.TempDir(), "      domains: [test.example]", b.Addr))
+			p, _ := runProxy(t, cfg, Options{acme: tt.tune})
+
+			cert := waitCert(t, secure, "test.example", ca.Roots, nil)
+			if cert.Subject.CommonName != "test.example" && !slices.Contains(cert.DNSNames, "test.example") {
+				t.Errorf("certificate names %v, want test.example", cert.DNSNames)
+			}
+			if code, body := httpsGet(t, secure, "test.example", ca.Roots); code != 200 || body != "secure" {
+				t.Errorf("HTTPS: %d %q", code, body)
+			}
+			p.settle(t)
+			answered := strings.Contains(p.log.String(), `"path":"/.well-known/acme-challenge/`)
+			if answered != tt.http01 {
+				t.Errorf("HTTP-01 challenge in the access log: %v, want %v\n%s", answered, tt.http01, p.log.String())
+			}
+			if tt.redirect {
+				resp, _ := rawRequest(t, plain, "GET /a HTTP/1.1\r\nHost: test.example\r\n\r\n")
+				if resp.StatusCode != http.StatusPermanentRedirect {
+					t.Errorf("plain request: %d, want the redirect still", resp.StatusCode)
+				}
+			}
+		})
+	}
+}
+
+// TestACMERenewalAndStorage: the maintenance round renews a certificate in
+// its renewal window (a new serial is served), and a second server on the
+// same storage serves the stored certificate with the CA gone, so it
+// ordered nothing.
+func TestACMERenewalAndStorage(t *testing.T) {
+	b := namedBackend(t, "secure")
+	plain, secure := freeLoopbackAddr(t), freeLoopbackAddr(t)
+	ca := startPebble(t, portOf(t, plain), portOf(t, secure))
+	storage := t.TempDir()
+	yaml := acmeYAML(plain, secure, false, ca, storage, "      domains: [test.example]", b.Addr)
+	// A window as long as the lifetime: every certificate is due.
+	p, shutdown := runProxy(t, testConfig(t, yaml), Options{acme: acmeTuning{renewalWindowRatio: 1}})
+	first := waitCert(t, secure, "test.example", ca.Roots, nil)
+
+	if err := p.acme.managers[0].cache.RenewManagedCertificates(context.Background()); err != nil {
+		t.Fatalf("maintenance round: %v", err)
+	}
+	renewed := waitCert(t, secure, "test.example", ca.Roots, first.SerialNumber.Bytes())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+
+	ca.stop()
+	runProxy(t, testConfig(t, yaml), Options{})
+	again := waitCert(t, secure, "test.example", ca.Roots, nil)
+	if !bytes.Equal(again.SerialNumber.Bytes(), renewed.SerialNumber.Bytes()) {
+		t.Errorf("after restart serial %x, want the stored %x", again.SerialNumber, renewed.SerialNumber)
+	}
+}
+
+// TestACMEOnDemand: a name in on_demand.allow gets a certificate at its
+// first handshake without asking; another name is asked about and gets
+// one if the ask URL answers 200; a refused name fails the handshake.
+func TestACMEOnDemand(t *testing.T) {
+	var mu sync.Mutex
+	var asked []string
+	ask := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := r.URL.Query().Get("domain")
+		mu.Lock()
+		asked = append(asked, name)
+		mu.Unlock()
+		if name != "asked.example" {
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	b := namedBackend(t, "secure")
+	plain, secure := freeLoopbackAddr(t), freeLoopbackAddr(t)
+	ca := startPebble(t, portOf(t, plain), portOf(t, secure))
+	extra := "      on_demand:\n        allow: [allowed.example]\n        ask: http://" + ask.Addr + "/ask"
+	runProxy(t, testConfig(t, acmeYAML(plain, secure, false, ca, t.TempDir(), extra, b.Addr)), Options{})
+
+	for _, name := range []string{"allowed.example", "asked.example"} {
+		cert, err := servedCert(secure, name, ca.Roots)
+		if err != nil {
+			t.Fatalf("%s: handshake: %v", name, err)
+		}
+		if !slices.Contains(cert.DNSNames, name) {
+			t.Errorf("%s: certificate for %v", name, cert.DNSNames)
+		}
+		if code, body := httpsGet(t, secure, name, ca.Roots); code != 200 || body != "secure" {
+			t.Errorf("%s: HTTPS %d %q", name, code, body)
+		}
+	}
+	if _, err := servedCert(secure, "refused.example", ca.Roots); err == nil {
+		t.Error("refused.example got a certificate")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Contains(asked, "asked.example") || !slices.Contains(asked, "refused.example") || slices.Contains(asked, "allowed.example") {
+		t.Errorf("ask consulted for %v, want asked.example and refused.example, not allowed.example", asked)
+	}
+}
