@@ -91,8 +91,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		log:        opts.Log,
 		acmeTuning: opts.acme,
 		pools:      map[string]*serverPool{},
-		done:  make(chan struct{}),
-		conns: map[*dsConn]struct{}{},
+		done:       make(chan struct{}),
+		conns:      map[*dsConn]struct{}{},
 	}
 	s.ids.prefix = newRequestIDs().prefix
 	s.ids.n.Store(uint64(time.Now().UnixNano()))
