@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 )
@@ -59,14 +60,22 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 		f.AddTo(enc)
 	}
 	r := slog.NewRecord(e.Time, slogLevel(e.Level), e.Message, 0)
-	r.AddAttrs(slog.String("component", strings.TrimSuffix("certmagic."+e.LoggerName, ".")))
+	component := "certmagic"
+	if name := strings.Trim(e.LoggerName, "."); name != "" {
+		component += "." + name
+	}
+	r.AddAttrs(slog.String("component", component))
 	keys := make([]string, 0, len(enc.Fields))
 	for k := range enc.Fields {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		r.AddAttrs(slog.Any(k, enc.Fields[k]))
+		v := enc.Fields[k]
+		if d, ok := v.(time.Duration); ok {
+			v = d.String() // "1m0s" rather than slog's nanoseconds
+		}
+		r.AddAttrs(slog.Any(k, v))
 	}
 	return c.h.Handle(context.Background(), r)
 }

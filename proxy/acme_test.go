@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // httpsGet fetches https://name/x from addr, verifying against roots.
@@ -79,23 +82,42 @@ func TestACMEChallenges(t *testing.T) {
 }
 
 // TestACMERenewalAndStorage: the maintenance round renews a certificate in
-// its renewal window (a new serial is served), and a second server on the
-// same storage serves the stored certificate with the CA gone, so it
-// ordered nothing.
+// its renewal window (a new serial is served); certmagic's log lines reach
+// tollgate's log; a reload with changed ACME settings keeps the running
+// manager and warns; and a second server on the same storage serves the
+// stored certificate with the CA gone, so it ordered nothing.
 func TestACMERenewalAndStorage(t *testing.T) {
 	b := namedBackend(t, "secure")
 	plain, secure := freeLoopbackAddr(t), freeLoopbackAddr(t)
 	ca := startPebble(t, portOf(t, plain), portOf(t, secure))
 	storage := t.TempDir()
 	yaml := acmeYAML(plain, secure, false, ca, storage, "      domains: [test.example]", b.Addr)
+	logs := &logBuffer{}
 	// A window as long as the lifetime: every certificate is due.
-	p, shutdown := runProxy(t, testConfig(t, yaml), Options{acme: acmeTuning{renewalWindowRatio: 1}})
+	p, shutdown := runProxy(t, testConfig(t, yaml), Options{Log: logs.logger(), acme: acmeTuning{renewalWindowRatio: 1}})
 	first := waitCert(t, secure, "test.example", ca.Roots, nil)
 
 	if err := p.acme.managers[0].cache.RenewManagedCertificates(context.Background()); err != nil {
 		t.Fatalf("maintenance round: %v", err)
 	}
 	renewed := waitCert(t, secure, "test.example", ca.Roots, first.SerialNumber.Bytes())
+	obtained, renewedLines := logs.lines(t, "certificate obtained successfully"), logs.lines(t, "certificate renewed successfully")
+	if len(obtained) != 1 || obtained[0]["component"] != "certmagic.obtain" || len(renewedLines) != 1 {
+		t.Errorf("certmagic's obtain and renew lines in tollgate's log: %v %v\n%s", obtained, renewedLines, logs.String())
+	}
+	if strings.Contains(logs.String(), `"level":"DEBUG"`) {
+		t.Error("certmagic's debug lines reached an info-level log")
+	}
+
+	if err := p.Reload(testConfig(t, strings.Replace(yaml, "ops@test.example", "new@test.example", 1))); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if len(logs.lines(t, "reload: listener tls settings (certificate files, ACME) need a restart; keeping the current certificates and ACME managers")) != 1 {
+		t.Errorf("no restart warning for changed ACME settings:\n%s", logs.String())
+	}
+	if cert, err := servedCert(secure, "test.example", ca.Roots); err != nil || !bytes.Equal(cert.SerialNumber.Bytes(), renewed.SerialNumber.Bytes()) {
+		t.Errorf("after reload: %v, want the renewed certificate still served", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := shutdown(ctx); err != nil {
@@ -150,5 +172,24 @@ func TestACMEOnDemand(t *testing.T) {
 	defer mu.Unlock()
 	if !slices.Contains(asked, "asked.example") || !slices.Contains(asked, "refused.example") || slices.Contains(asked, "allowed.example") {
 		t.Errorf("ask consulted for %v, want asked.example and refused.example, not allowed.example", asked)
+	}
+}
+
+// TestSlogCore: certmagic's zap entries arrive in tollgate's slog handler
+// with their logger name and fields, at the handler's level.
+func TestSlogCore(t *testing.T) {
+	logs := &logBuffer{}
+	zl := zap.New(newSlogCore(logs.logger().Handler())).Named("obtain").With(zap.String("identifier", "a.example"))
+	zl.Debug("dropped")
+	zl.Warn("will retry", zap.Error(errors.New("boom")), zap.Duration("retry_in", time.Minute))
+	got := logs.lines(t, "will retry")
+	if len(got) != 1 || strings.Contains(logs.String(), "dropped") {
+		t.Fatalf("lines:\n%s", logs.String())
+	}
+	want := map[string]any{"level": "WARN", "component": "certmagic.obtain", "identifier": "a.example", "error": "boom", "retry_in": "1m0s"}
+	for k, v := range want {
+		if got[0][k] != v {
+			t.Errorf("%s = %v, want %v", k, got[0][k], v)
+		}
 	}
 }
