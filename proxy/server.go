@@ -129,7 +129,9 @@ func (s *Server) poolFor(up *config.Upstream, addr string) *serverPool {
 }
 
 // Start opens the listeners and serves in the background. It returns once
-// every listener is bound, or the first bind error.
+// every listener is bound, or the first bind error. HTTPS listeners with
+// ACME serve at once and obtain (or load from storage) their certificates
+// in the background.
 func (s *Server) Start() error {
 	cfg := s.rt.Load().cfg
 	for _, l := range cfg.Listen {
@@ -343,7 +345,8 @@ func sameListeners(a, b *config.Config) bool {
 // Shutdown stops accepting, closes idle client connections, lets requests
 // in flight finish until ctx ends, then closes what is left: connections
 // mid-request, tunnels and pooled upstream connections. Each close is
-// tagged ds_shutdown.
+// tagged ds_shutdown. ACME work in progress is cancelled and certmagic's
+// background maintenance ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.shuttingDown.CompareAndSwap(false, true) {
 		return errors.New("tollgate: already shut down")
