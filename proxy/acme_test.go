@@ -7,8 +7,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -192,4 +195,27 @@ func TestSlogCore(t *testing.T) {
 			t.Errorf("%s = %v, want %v", k, got[0][k], v)
 		}
 	}
+}
+
+// TestACMEStartErrors: an ACME listener whose CA roots cannot be used
+// stops the start with the reason, and nothing stays bound.
+func TestACMEStartErrors(t *testing.T) {
+	notPEM := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(notPEM, []byte("not a certificate"), 0o600)
+	addr := freeLoopbackAddr(t)
+	yaml := "listen:\n  - addr: " + addr + "\n    tls:\n      domains: [test.example]\n      acme_ca_root: " + notPEM +
+		"\n      storage: " + t.TempDir() + "\n" + upstreamYAML("127.0.0.1:1")
+	s, err := New(testConfig(t, yaml), Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Start()
+	if err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Fatalf("start: %v, want the acme_ca_root problem", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listener left bound after the failed start: %v", err)
+	}
+	ln.Close()
 }

@@ -146,9 +146,10 @@ func portOf(t *testing.T, addr string) int {
 }
 
 // servedCert handshakes with addr for name and returns the certificate
-// served, verified against roots.
+// served, verified against roots. The handshake may wait for an on-demand
+// order, hence the generous timeout.
 func servedCert(addr, name string, roots *x509.CertPool) (*x509.Certificate, error) {
-	d := &net.Dialer{Timeout: 5 * time.Second}
+	d := &net.Dialer{Timeout: 20 * time.Second}
 	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{ServerName: name, RootCAs: roots})
 	if err != nil {
 		return nil, err
