@@ -29,11 +29,15 @@ COPY . .
 ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" \
         -o /out/tollgate ./cmd/tollgate
+RUN mkdir -p /out/state
 
 # distroless static: no shell, no package manager, CA certificates and tzdata
 # included (certmagic needs the CAs), runs as uid 65532.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/tollgate /tollgate
+# The ACME storage directory, owned by nonroot: a named volume mounted here
+# starts with this owner, so tollgate can write its certificates into it.
+COPY --from=build --chown=65532:65532 /out/state /var/lib/tollgate
 USER nonroot:nonroot
 # 8080: proxied traffic. 9901: admin API (/healthz /readyz /metrics /debug/...).
 EXPOSE 8080 9901
