@@ -167,13 +167,62 @@ type Listener struct {
 // HTTP2Enabled reports whether a TLS listener offers HTTP/2.
 func (l Listener) HTTP2Enabled() bool { return l.HTTP2 == nil || *l.HTTP2 }
 
-// ListenerTLS is an HTTPS listener's certificate. TLS 1.2 is the minimum;
-// Go's default cipher suites (AEAD with forward secrecy) are used.
+// ListenerTLS is an HTTPS listener's certificate: static files, or
+// certificates obtained and renewed automatically over ACME (domains,
+// on_demand). TLS 1.2 is the minimum; Go's default cipher suites (AEAD with
+// forward secrecy) are used.
 type ListenerTLS struct {
-	// CertFile is the PEM certificate chain. Required.
+	// CertFile is the PEM certificate chain. Required with key_file unless
+	// domains or on_demand is set; not allowed with them.
 	CertFile string `yaml:"cert_file"`
-	// KeyFile is the PEM private key. Required.
+	// KeyFile is the PEM private key. Required with cert_file.
 	KeyFile string `yaml:"key_file"`
+
+	// Domains are the names to obtain and renew certificates for over ACME
+	// (HTTP-01 on a plain listener, TLS-ALPN-01 on this one). Setting it
+	// (or on_demand) agrees to the CA's subscriber agreement. Empty: none
+	// managed up front.
+	Domains []string `yaml:"domains"`
+	// ACMECA is the ACME directory URL. Empty: Let's Encrypt production
+	// (DefaultACMECA). Only with domains or on_demand.
+	ACMECA string `yaml:"acme_ca"`
+	// ACMECARoot is a PEM file of roots to trust when talking to the ACME
+	// server, for a private CA (pebble, step-ca). Empty: the system roots.
+	ACMECARoot string `yaml:"acme_ca_root"`
+	// Email is the ACME account's contact, for expiry notices. Empty: an
+	// account without contact.
+	Email string `yaml:"email"`
+	// Storage is the directory holding ACME accounts, keys and
+	// certificates; it must survive restarts (in a container: a volume,
+	// e.g. /var/lib/tollgate), or every start orders new certificates and
+	// runs into the CA's rate limits. Empty: certmagic's default under the
+	// user's data directory ($XDG_DATA_HOME/certmagic, else
+	// ~/.local/share/certmagic).
+	Storage string `yaml:"storage"`
+	// OnDemand obtains a certificate during the first handshake for a name
+	// not in domains, if allow or ask permits it. Nil: only domains.
+	OnDemand *OnDemand `yaml:"on_demand"`
+}
+
+// ACME reports whether the listener's certificates come from ACME.
+func (t *ListenerTLS) ACME() bool {
+	return t != nil && (len(t.Domains) > 0 || t.OnDemand != nil)
+}
+
+// DefaultACMECA is the ACME directory used when acme_ca is not set.
+const DefaultACMECA = "https://acme-v02.api.letsencrypt.org/directory"
+
+// OnDemand bounds which names may get a certificate at handshake time. It
+// is never unbounded: anyone can send any name in a ClientHello, and each
+// one would cost an ACME order against the CA's rate limits. At least one
+// of Allow and Ask is required.
+type OnDemand struct {
+	// Allow lists the names that get a certificate without asking.
+	Allow []string `yaml:"allow"`
+	// Ask is a URL consulted for a name not in Allow: GET ask?domain=NAME,
+	// where 200 permits the certificate and anything else refuses it.
+	// Empty: only Allow.
+	Ask string `yaml:"ask"`
 }
 
 // Admin is the admin listener.

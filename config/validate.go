@@ -58,13 +58,7 @@ func (v *validator) listeners(c *Config) {
 	for i, l := range c.Listen {
 		path := fmt.Sprintf("listen[%d].addr", i)
 		if l.TLS != nil {
-			tlsPath := fmt.Sprintf("listen[%d].tls", i)
-			if l.TLS.CertFile == "" {
-				v.errorf(tlsPath+".cert_file", "a certificate file is required")
-			}
-			if l.TLS.KeyFile == "" {
-				v.errorf(tlsPath+".key_file", "a key file is required")
-			}
+			v.listenerTLS(fmt.Sprintf("listen[%d].tls", i), l.TLS)
 			if l.H2C {
 				v.errorf(fmt.Sprintf("listen[%d].h2c", i), "h2c is for plain listeners: a TLS listener offers HTTP/2 by ALPN (http2)")
 			}

@@ -93,6 +93,7 @@ func (ss *session) handle(rt *runtime) (keep bool, reason, initiator, cause stri
 		st.route = rt.routes.match(req.Host, mp)
 	}
 	switch {
+	case ss.answerACMEChallenge(st):
 	case ss.redirectHTTPS && !strings.HasPrefix(mp, "/.well-known/acme-challenge/"):
 		st.status = http.StatusPermanentRedirect
 		ss.writeOwnResponse(st.status, h1.Field{Name: "Location", Value: httpsURL(req)})

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mholt/acmez/v3"
 	"github.com/tollgate-proxy/tollgate/config"
 	"github.com/tollgate-proxy/tollgate/limiter"
 	"github.com/tollgate-proxy/tollgate/proxy/h1"
@@ -21,8 +22,26 @@ type listenerOpts struct {
 	h2c           bool            // plain listener: HTTP/2 with prior knowledge too
 }
 
-// listenerTLS loads an HTTPS listener's certificate: TLS 1.2 at least,
-// HTTP/2 offered by ALPN unless the listener turns it off.
+// serverALPN is the protocols an HTTPS listener offers in ALPN, in order
+// of preference: HTTP/2 (unless the listener turns it off), HTTP/1.1, and
+// with ACME the TLS-ALPN-01 challenge protocol (RFC 8737 §6), whose
+// handshakes certmagic answers. Every HTTPS listener takes its list from
+// here.
+func serverALPN(http2, acme bool) []string {
+	protos := make([]string, 0, 3)
+	if http2 {
+		protos = append(protos, "h2")
+	}
+	protos = append(protos, "http/1.1")
+	if acme {
+		protos = append(protos, acmez.ACMETLS1Protocol)
+	}
+	return protos
+}
+
+// listenerTLS loads an HTTPS listener's static certificate: TLS 1.2 at
+// least, the protocols of serverALPN. Listeners with ACME get theirs from
+// acmeManager.tlsConfig.
 func listenerTLS(l config.Listener) (*tls.Config, error) {
 	if l.TLS == nil {
 		return nil, nil
@@ -34,16 +53,8 @@ func listenerTLS(l config.Listener) (*tls.Config, error) {
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		MinVersion:   tls.VersionTLS12,
-		NextProtos:   serverALPN(l.HTTP2Enabled()),
+		NextProtos:   serverALPN(l.HTTP2Enabled(), false),
 	}, nil
-}
-
-// serverALPN is what an HTTPS listener offers in ALPN, preferred first.
-func serverALPN(http2 bool) []string {
-	if http2 {
-		return []string{"h2", "http/1.1"}
-	}
-	return []string{"http/1.1"}
 }
 
 // negotiatedH2 reports whether the TLS handshake chose HTTP/2.

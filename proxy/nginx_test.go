@@ -24,7 +24,7 @@ import (
 
 // debianPackage names the package that installs a program the tests run,
 // for the message of requireBinary.
-var debianPackage = map[string]string{"nginx": "nginx-light"}
+var debianPackage = map[string]string{"nginx": "nginx-light", "pebble-challtestsrv": "pebble"}
 
 // requireBinary returns the path of the first of names found in PATH or in
 // /usr/sbin and /usr/local/sbin (root's tools). When none is installed the

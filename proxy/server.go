@@ -32,6 +32,9 @@ type Options struct {
 	// CloseRing is how many recent close records /debug/closes keeps.
 	// Zero: 1000.
 	CloseRing int
+
+	// acme is what tests change about ACME (acme.go); zero in production.
+	acme acmeTuning
 }
 
 // Server is a running tollgate: its listeners, its current configuration and
@@ -63,6 +66,10 @@ type Server struct {
 	// h2 serves the connections that speak HTTP/2 (h2.go).
 	h2 *h2Front
 
+	// acme manages the certificates of HTTPS listeners with ACME (acme.go).
+	acme       acmeState
+	acmeTuning acmeTuning
+
 	listeners []net.Listener
 	admin     *http.Server
 	adminLn   net.Listener
@@ -84,10 +91,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		log:   opts.Log,
-		pools: map[string]*serverPool{},
-		done:  make(chan struct{}),
-		conns: map[*dsConn]struct{}{},
+		log:        opts.Log,
+		acmeTuning: opts.acme,
+		pools:      map[string]*serverPool{},
+		done:       make(chan struct{}),
+		conns:      map[*dsConn]struct{}{},
 	}
 	s.ids.prefix = newRequestIDs().prefix
 	s.ids.n.Store(uint64(time.Now().UnixNano()))
@@ -124,7 +132,9 @@ func (s *Server) poolFor(up *config.Upstream, addr string) *serverPool {
 }
 
 // Start opens the listeners and serves in the background. It returns once
-// every listener is bound, or the first bind error.
+// every listener is bound, or the first bind error. HTTPS listeners with
+// ACME serve at once and obtain (or load from storage) their certificates
+// in the background.
 func (s *Server) Start() error {
 	cfg := s.rt.Load().cfg
 	for _, l := range cfg.Listen {
@@ -148,7 +158,11 @@ func (s *Server) Start() error {
 	var tlsConfs []*tls.Config
 	for i := range s.listeners {
 		tc, err := listenerTLS(cfg.Listen[i])
+		if cfg.Listen[i].TLS.ACME() {
+			tc, err = s.acmeListenerTLS(cfg, i, s.listeners, s.acmeTuning)
+		}
 		if err != nil {
+			s.acme.stop()
 			s.closeListeners()
 			return fmt.Errorf("listen %s: %w", cfg.Listen[i].Addr, err)
 		}
@@ -162,6 +176,14 @@ func (s *Server) Start() error {
 		go s.acceptLoop(ln, listenerOpts{pp: proxyProtocolFrom(cfg.Listen[i]), tls: tlsConfs[i],
 			redirectHTTPS: cfg.Listen[i].RedirectHTTPS && tlsConfs[i] == nil,
 			h2c:           cfg.Listen[i].H2C && tlsConfs[i] == nil})
+	}
+	// After the accept loops: certmagic's challenges need the listeners
+	// answering.
+	if err := s.acme.start(); err != nil {
+		s.acme.stop()
+		s.closeListeners()
+		s.wg.Wait()
+		return err
 	}
 	s.wg.Add(1)
 	go s.sweepLoop()
@@ -299,6 +321,8 @@ func (s *Server) Reload(cfg *config.Config) error {
 	old := s.rt.Load()
 	if !sameListeners(old.cfg, cfg) {
 		s.log.Warn("reload: listen and admin addresses need a restart; keeping the current ones")
+	} else if !sameTLS(old.cfg, cfg) {
+		s.log.Warn("reload: listener tls settings (certificate files, ACME) need a restart; keeping the current certificates and ACME managers")
 	}
 	used := map[string]bool{}
 	next := newRuntime(cfg, func(up *config.Upstream, addr string) *serverPool {
@@ -338,7 +362,8 @@ func sameListeners(a, b *config.Config) bool {
 // Shutdown stops accepting, closes idle client connections, lets requests
 // in flight finish until ctx ends, then closes what is left: connections
 // mid-request, tunnels and pooled upstream connections. Each close is
-// tagged ds_shutdown.
+// tagged ds_shutdown. ACME work in progress is cancelled and certmagic's
+// background maintenance ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.shuttingDown.CompareAndSwap(false, true) {
 		return errors.New("tollgate: already shut down")
@@ -373,6 +398,7 @@ wait:
 	}
 	close(s.done)
 	s.checks.stop()
+	s.acme.stop()
 	s.mu.Lock()
 	for _, p := range s.pools {
 		p.closeIdle(reasonServerDrained)

@@ -22,6 +22,9 @@ needs=(
 	nginx:nginx-light,nginx
 	gcc:gcc
 	slowhttptest:slowhttptest
+	# The ACME test CA and its DNS server (one Debian package holds both).
+	pebble:pebble
+	pebble-challtestsrv:pebble
 )
 
 results=()
