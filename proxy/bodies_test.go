@@ -58,12 +58,6 @@ func TestRequestBodyFraming(t *testing.T) {
 			wantTrailer: "X-Sum: 900150983cd2",
 		},
 		{
-			name:        "chunked and content-length: chunked wins",
-			req:         "POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nsix by\r\n0\r\n\r\n",
-			wantChunked: true,
-			wantBody:    "six by",
-		},
-		{
 			name:   "explicit zero length kept",
 			req:    "POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
 			wantCL: []string{"0"},

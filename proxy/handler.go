@@ -81,7 +81,7 @@ func (ss *session) handle(rt *runtime) (keep bool, reason, initiator, cause stri
 
 	rt.fillForwarding(&st.fwd, req, ss, &s.ids)
 	ss.conn.startRequest(st.fwd.requestID)
-	st.keep = req.KeepAlive && !req.MustClose && rt.keepaliveTimeout > 0
+	st.keep = req.KeepAlive && rt.keepaliveTimeout > 0
 	if rt.keepaliveReqs > 0 && ss.served >= rt.keepaliveReqs {
 		st.keep = false
 	}

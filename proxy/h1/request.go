@@ -19,11 +19,7 @@ type Request struct {
 	ContentLength int64
 	Chunked       bool
 	// KeepAlive says the client allows another request on the connection.
-	KeepAlive bool
-	// MustClose says the framing was ambiguous (Transfer-Encoding together
-	// with Content-Length): serve this request, then close, so nothing the
-	// client sent after it is misread (RFC 9112 §6.3).
-	MustClose      bool
+	KeepAlive      bool
 	ExpectContinue bool
 	// Upgrade is the protocol asked for with Connection: upgrade, or "".
 	Upgrade string
@@ -109,9 +105,14 @@ func (r *Request) parseFraming() error {
 		// Transfer-Encoding"), as RFC 9112 §6.1 suggests for codings a
 		// server does not implement.
 		return &Error{Status: 501, Reason: "unsupported transfer coding"}
+	case hasTE && cl >= 0:
+		// The classic smuggling pair (CL.TE, TE.CL): RFC 9112 §6.1 lets a
+		// server refuse it, and a proxy must, or a backend that believes
+		// Content-Length reads the rest of the body as another request.
+		// Nginx refuses it too (since 1.21.1).
+		return badRequest("both Content-Length and Transfer-Encoding")
 	case hasTE:
 		r.Chunked, r.ContentLength = true, -1
-		r.MustClose = cl >= 0
 	case cl >= 0:
 		r.ContentLength = cl
 	}

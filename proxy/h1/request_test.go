@@ -21,7 +21,6 @@ type reqView struct {
 	ContentLength  int64
 	Chunked        bool
 	KeepAlive      bool
-	MustClose      bool
 	ExpectContinue bool
 	Upgrade        string
 	Header         Header
@@ -31,7 +30,7 @@ func viewRequest(r *Request) reqView {
 	return reqView{
 		Method: r.Method, Target: r.Target, Minor: r.Minor, Host: r.Host,
 		ContentLength: r.ContentLength, Chunked: r.Chunked, KeepAlive: r.KeepAlive,
-		MustClose: r.MustClose, ExpectContinue: r.ExpectContinue, Upgrade: r.Upgrade,
+		ExpectContinue: r.ExpectContinue, Upgrade: r.Upgrade,
 		Header: cloneHeader(r.Header),
 	}
 }
@@ -196,15 +195,6 @@ var validRequests = []struct {
 		want: reqView{Method: "POST", Target: "/p", Minor: 1, Host: "h", ContentLength: -1, Chunked: true, KeepAlive: true,
 			Header: Header{{"Host", "h"}, {"Transfer-Encoding", "Chunked"}}},
 		rest: "0\r\n\r\n",
-	},
-	{
-		// RFC 9112 §6.3 item 3: Transfer-Encoding overrides Content-Length,
-		// and the connection must close after the response.
-		name: "chunked and Content-Length",
-		raw:  "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-		want: reqView{Method: "POST", Target: "/p", Minor: 1, Host: "h", ContentLength: -1, Chunked: true,
-			KeepAlive: true, MustClose: true,
-			Header: Header{{"Host", "h"}, {"Content-Length", "3"}, {"Transfer-Encoding", "chunked"}}},
 	},
 	{
 		name: "Expect 100-continue with a body",
