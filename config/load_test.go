@@ -403,3 +403,30 @@ func TestEdgeConnsPerIPDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeEdgeExample: the README's edge walkthrough config loads, with
+// the edge defaults it promises.
+func TestReadmeEdgeExample(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "Write `/etc/tollgate/tollgate.yaml`:")
+	if !ok {
+		t.Fatal("no edge walkthrough in README.md")
+	}
+	_, example, _ := strings.Cut(rest, "```yaml\n")
+	example, _, _ = strings.Cut(example, "```")
+	lines := strings.Split(example, "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimPrefix(l, "   ") // the list item's indent
+	}
+	c, err := Parse("README.md", []byte(strings.Join(lines, "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxConnectionsPerIP != 256 || c.ClientMaxBodySize.Bytes != 1<<20 || !c.Listen[1].HTTP2Enabled() {
+		t.Errorf("edge defaults: max_connections_per_ip %d, client_max_body_size %d, http2 %v",
+			c.MaxConnectionsPerIP, c.ClientMaxBodySize.Bytes, c.Listen[1].HTTP2Enabled())
+	}
+}
