@@ -33,7 +33,7 @@ type AdaptiveConcurrency struct {
 	// since. Default 100ms (Envoy). Zero: the default.
 	Window Duration `yaml:"window"`
 	// Percentile of a window's latencies is its sample: 1 to 100. Default
-	// 90.
+	// 50 (Envoy's).
 	Percentile int `yaml:"percentile"`
 	// Buffer is the latency growth over minRTT still taken as no queueing:
 	// 0.25 or 25%. Default 0.25 (Envoy). Zero: none.
@@ -86,7 +86,7 @@ const (
 	defaultAdaptiveMax          = 1000
 	defaultAdaptiveInitial      = 20
 	defaultAdaptiveWindow       = 100 * time.Millisecond
-	defaultAdaptivePercentile   = 90
+	defaultAdaptivePercentile   = 50
 	defaultAdaptiveBuffer       = 0.25
 	defaultAdaptiveMinRTT       = 60 * time.Second
 	defaultAdaptiveJitter       = 0.15

@@ -21,7 +21,7 @@ func TestAdaptiveDefaults(t *testing.T) {
 	got := mustParse(t, adaptiveYAML("      enabled: true\n")).Upstreams[0].AdaptiveConcurrency
 	want := &AdaptiveConcurrency{
 		Enabled: true, Mode: AdaptiveGradient, Min: 3, Max: 1000, Initial: 20,
-		Window: Duration{100 * time.Millisecond}, Percentile: 90, Buffer: Ratio{0.25},
+		Window: Duration{100 * time.Millisecond}, Percentile: 50, Buffer: Ratio{0.25},
 		MinRTTInterval: sec(60), MinRTTJitter: Ratio{0.15}, Backoff: Ratio{0.9},
 		Queue: Ratio{1}, QueueTimeout: Duration{50 * time.Millisecond},
 	}

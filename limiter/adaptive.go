@@ -62,7 +62,9 @@ type ControllerConfig struct {
 	// taken since the last time. Default 100ms (Envoy's).
 	Window time.Duration
 	// Percentile of a window's samples is its sample RTT, in (0, 100].
-	// Default 90 (p90).
+	// Default 50, the median, as Envoy: a high percentile follows the bursts
+	// of a backend near capacity and cuts the limit for queues that drain
+	// on their own.
 	Percentile float64
 	// Buffer is the latency increase over minRTT that still counts as no
 	// queueing, as a fraction of minRTT. Default 0.25. Negative: none.
@@ -86,7 +88,7 @@ const (
 	DefaultConcurrencyMax     = 1000
 	DefaultConcurrencyInitial = 20
 	DefaultConcurrencyWindow  = 100 * time.Millisecond
-	DefaultPercentile         = 90
+	DefaultPercentile         = 50
 	DefaultBuffer             = 0.25
 	DefaultMinRTTInterval     = 60 * time.Second
 	DefaultMinRTTJitter       = 0.15

@@ -439,7 +439,8 @@ func TestOverloadGateQueueOrder(t *testing.T) {
 	for i, step := range []struct{ who, want string }{
 		{"A", "admitted"}, {"A", "admitted"},
 		{"H", "queued"}, {"H", "queued"}, // a lone client may fill the queue
-		{"L", "queued"},          // the queue is full: H's newest request makes room
+		{"H", "shed queue_full"}, // nobody asks less than twice as much as H
+		{"L", "queued"},          // the queue is full: H, asking over twice L's rate, makes room
 		{"H", "shed queue_full"}, // H asks more than everyone queued
 	} {
 		cl, w, why, ok := g.arrive(now, gateKey{s: step.who})
@@ -455,10 +456,49 @@ func TestOverloadGateQueueOrder(t *testing.T) {
 	if w := waiters["H3"]; w.state != waitEvicted || w.why != shedFairShare {
 		t.Errorf("H's newest queued request: state %d why %d, want shed fair_share", w.state, w.why)
 	}
-	// A slot frees: L asks less than H, whose request is older.
+	// A window later a slot frees: L asks no more than twice its fair
+	// share, H more, so L goes first although H's request is older.
+	now = now.Add(100 * time.Millisecond)
+	g.mu.Lock()
+	g.refreshLocked(now)
+	g.mu.Unlock()
 	g.leave(now, holders[0], time.Millisecond, limiter.Success)
-	if waiters["L4"].state != waitGranted || waiters["H2"].state != waitQueued {
-		t.Errorf("after a release: L %d, H %d; want L granted, H still queued", waiters["L4"].state, waiters["H2"].state)
+	if waiters["L5"].state != waitGranted || waiters["H2"].state != waitQueued {
+		t.Errorf("after a release: L %d, H %d; want L granted, H still queued", waiters["L5"].state, waiters["H2"].state)
+	}
+}
+
+// TestOverloadGateFIFONearShare: clients within twice their fair share
+// are served first come, first served, whatever their rates: near
+// capacity, ordering by rates that differ by chance starves some.
+func TestOverloadGateFIFONearShare(t *testing.T) {
+	g := testGate(3)
+	now := gateT0
+	var held []*clientLoad
+	for range 3 {
+		a, _, _, _ := g.arrive(now, gateKey{s: "A"})
+		held = append(held, a)
+	}
+	_, b1, _, _ := g.arrive(now, gateKey{s: "B"})
+	_, b2, _, _ := g.arrive(now, gateKey{s: "B"})
+	_, c, _, _ := g.arrive(now, gateKey{s: "C"})
+	if b1 == nil || b2 == nil || c == nil {
+		t.Fatal("B, B and C should all be queued")
+	}
+	// A window later: the fair share is 1/s (C asks 1, A and B split the
+	// rest), and B, asking 2, is within twice it. Its older request goes
+	// before C's although C asks less.
+	now = now.Add(100 * time.Millisecond)
+	g.mu.Lock()
+	g.refreshLocked(now)
+	g.mu.Unlock()
+	g.leave(now, held[0], time.Millisecond, limiter.Success)
+	if b1.state != waitGranted || c.state != waitQueued {
+		t.Fatalf("first free slot: B's oldest %d, C %d; want B's granted (first come, first served)", b1.state, c.state)
+	}
+	g.leave(now, held[1], time.Millisecond, limiter.Success)
+	if b2.state != waitGranted || c.state != waitQueued {
+		t.Fatalf("second free slot: B's second %d, C %d; want B's granted", b2.state, c.state)
 	}
 }
 

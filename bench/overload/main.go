@@ -36,6 +36,7 @@ type params struct {
 	queue    int // the backend's own queue
 	clients  int // distinct client addresses of the uniform scenarios
 	adaptive string
+	trace    bool // print the settle bins of each scenario
 }
 
 // capacity is C = N/S in requests per second.
@@ -106,6 +107,7 @@ func main() {
 	flag.IntVar(&p.queue, "backend-queue", 512, "the backend's own queue; beyond it the backend answers 503")
 	flag.IntVar(&p.clients, "clients", 1000, "distinct client addresses in the uniform scenarios")
 	flag.StringVar(&p.adaptive, "adaptive", "enabled: true", "the adaptive_concurrency block of the adaptive config (YAML flow mapping body)")
+	flag.BoolVar(&p.trace, "trace", false, "print the 100ms bins the settle time is read from")
 	only := flag.String("scenarios", "", "comma-separated scenario name prefixes to run (default all)")
 	configs := flag.String("configs", "none,static,adaptive", "configs to compare")
 	flag.Parse()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -113,13 +114,17 @@ const bin = 100 * time.Millisecond
 // settleTime is the time from the scenario's mark (a load step, a
 // capacity change, the backend's restart) to the start of the first 1s
 // run of 100ms bins that are all fine. When the scenario overloads, bins
-// are by completion time, and a bin is fine when its goodput is at least
-// 90 % of the capacity and the median latency of the requests accepted in
-// it at most 1.2 × the steady median (that of the run's last second): the
-// system reached its steady state. (A bin holds about C/10 accepted
-// requests, too few for a tail percentile.) Otherwise bins are by send
-// time, and a bin is fine when 90 % of its requests got a 2xx within the
-// SLO. -1: never within the run.
+// are by completion time, and a bin is fine when the goodput of the 300ms
+// ending with it is at least 90 % of the capacity and the median latency
+// of the requests accepted in the bin is at most 1.2 × the steady median
+// (that of the run's last second): the system reached its steady state.
+// (A bin holds about C/10 accepted requests, too few for a tail
+// percentile; and its goodput alone swings by ±10 % in the steady state,
+// as the backend's workers finish in clumps across bin edges, so a
+// one-bin goodput threshold failed steady bins about once in 30 and the
+// first "1s of fine bins" then came seconds after the system had
+// settled.) Otherwise bins are by send time, and a bin is fine when 90 %
+// of its requests got a 2xx within the SLO. -1: never within the run.
 func settleTime(recs []record, p params, sc *scenario, capacity float64) time.Duration {
 	mark := sc.settleFrom(p.step)
 	_, to := sc.span(p.step)
@@ -153,16 +158,33 @@ func settleTime(recs []record, p params, sc *scenario, capacity float64) time.Du
 	if len(steady) > 0 {
 		steadyP50 = steady[len(steady)/2]
 	}
+	const smooth = 3 // bins of goodput averaged
+	median := func(i int) time.Duration {
+		a := accepted[i]
+		if len(a) == 0 {
+			return 0
+		}
+		slices.Sort(a)
+		return a[len(a)/2]
+	}
+	rolling := func(i int) float64 {
+		sum, n := 0.0, 0
+		for j := max(i-smooth+1, 0); j <= i; j++ {
+			sum, n = sum+good[j], n+1
+		}
+		return sum / float64(n)
+	}
 	fine := func(i int) bool {
 		if !sc.byCapacity {
 			return offered[i] > 0 && good[i] >= 0.9*offered[i]
 		}
-		if good[i] < 0.9*capacity*bin.Seconds() {
-			return false
+		return rolling(i) >= 0.9*capacity*bin.Seconds() && len(accepted[i]) > 0 && median(i) <= steadyP50*12/10
+	}
+	if p.trace {
+		for i := range min(nb, 40) {
+			fmt.Fprintf(os.Stderr, "%s: bin %2d good %3.0f (300ms mean %5.1f, need %4.1f) p50 %6.1fms (steady %.1fms) fine %v\n",
+				sc.name, i, good[i], rolling(i), 0.9*capacity*bin.Seconds(), msf(median(i)), msf(steadyP50), fine(i))
 		}
-		a := accepted[i]
-		slices.Sort(a)
-		return a[len(a)/2] <= steadyP50*12/10
 	}
 	const run = 10
 	for i := 0; i+run <= nb; i++ {
