@@ -193,6 +193,11 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sc.pw.CloseWithError(errStreamReset)
 	}
 	complete := <-relayed
+	// No deadline may fire once the handler returns: the stream's
+	// ResponseWriter is gone then (send_timeout stays armed after the
+	// last write).
+	sc.readDL.stop()
+	sc.writeDL.stop()
 	if !clean {
 		c.mu.Lock()
 		c.streamReset = !complete
@@ -503,11 +508,23 @@ func (e *chunkEncoder) Read(p []byte) (int, error) {
 // it breaks the stream (onExpire), which is what a timeout does to a
 // connection anyway.
 type streamDeadline struct {
-	mu       sync.Mutex
+	mu       sync.Mutex // held while onExpire runs, so stop waits for it
 	at       time.Time
 	timer    *time.Timer
 	fired    bool
+	stopped  bool
 	onExpire func()
+}
+
+// stop disarms the deadline for good; an onExpire under way has finished
+// when it returns.
+func (d *streamDeadline) stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stopped = true
+	if d.timer != nil {
+		d.timer.Stop()
+	}
 }
 
 func (d *streamDeadline) set(t time.Time) {
@@ -515,7 +532,7 @@ func (d *streamDeadline) set(t time.Time) {
 	defer d.mu.Unlock()
 	d.at = t
 	switch {
-	case d.fired:
+	case d.fired || d.stopped:
 	case t.IsZero():
 		if d.timer != nil {
 			d.timer.Stop()
@@ -529,12 +546,12 @@ func (d *streamDeadline) set(t time.Time) {
 
 func (d *streamDeadline) fire() {
 	d.mu.Lock()
-	due := !d.fired && !d.at.IsZero() && !time.Now().Before(d.at)
-	if due {
-		d.fired = true
+	defer d.mu.Unlock()
+	if d.fired || d.stopped || d.at.IsZero() || time.Now().Before(d.at) {
+		return
 	}
-	d.mu.Unlock()
-	if due && d.onExpire != nil {
+	d.fired = true
+	if d.onExpire != nil {
 		d.onExpire()
 	}
 }

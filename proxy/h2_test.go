@@ -404,3 +404,31 @@ func TestHTTP2ProtocolError(t *testing.T) {
 		t.Errorf("protocol %q", rec.Protocol)
 	}
 }
+
+// TestHTTP2DeadlinesEndWithStream: send_timeout stays armed after a
+// stream's last write; it must not fire once the stream is over (its
+// ResponseWriter is gone then).
+func TestHTTP2DeadlinesEndWithStream(t *testing.T) {
+	b := namedBackend(t, "ok")
+	p, client := h2Proxy(t, "", "send_timeout: 50ms\nclient_body_timeout: 50ms\n"+upstreamYAML(b.Addr))
+	for range 3 {
+		if code, body := h2Get(t, client, "https://"+p.Addr+"/a"); code != 200 || body != "ok" {
+			t.Fatalf("got %d %q", code, body)
+		}
+		resp, err := client.Post("https://"+p.Addr+"/b", "text/plain", strings.NewReader("body"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	time.Sleep(200 * time.Millisecond) // past every deadline the streams armed
+	if code, _ := h2Get(t, client, "https://"+p.Addr+"/after"); code != 200 {
+		t.Fatalf("after the deadlines passed: %d", code)
+	}
+	for _, r := range p.records(t) {
+		if r.StreamOf != "" {
+			t.Errorf("a stream that ended normally has a close record: %+v", r)
+		}
+	}
+}
