@@ -176,17 +176,18 @@ func TestAdaptiveStaysWithinBounds(t *testing.T) {
 	}
 }
 
-func TestAdaptiveNoGrowthBelowHalfTheLimit(t *testing.T) {
+func TestAdaptiveNoGrowthBelowThreeQuartersOfTheLimit(t *testing.T) {
 	s := newSim(t, ControllerConfig{Initial: 20, Max: 1000})
-	// Five requests a window against a limit of 20: latency is flat, but the
-	// limit must not climb to Max, or a load step would pass unchecked.
-	s.run(phase{windows: 50, latency: 10 * time.Millisecond, load: 5})
+	// Twelve requests a window against a limit of 20 (60 %): latency is
+	// flat, but the limit must not climb, or a load step would pass
+	// unchecked (at the one-half rule it would have).
+	s.run(phase{windows: 50, latency: 10 * time.Millisecond, load: 12})
 	if s.last() != 20 {
-		t.Errorf("limit = %d after 50 light windows, want 20 (unchanged)", s.last())
+		t.Errorf("limit = %d after 50 windows at 12 in flight, want 20 (unchanged)", s.last())
 	}
 	s.run(phase{windows: 50, latency: 10 * time.Millisecond, load: 15})
-	if l := s.last(); l <= 20 || l > 3*15 {
-		t.Errorf("limit = %d with 15 in flight, want above 20 and near twice the use", l)
+	if l := s.last(); l <= 20 || l > 2*15 {
+		t.Errorf("limit = %d with 15 in flight, want above 20 and at most twice the use", l)
 	}
 }
 
