@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -80,5 +81,15 @@ func TestListenerTLSErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			assertErrors(t, errorList(t, minimal+"listen: [{addr: ':443', tls: "+tt.tls+"}]\n"), tt.want)
 		})
+	}
+}
+
+// TestH2COnTLSListener: h2c is for plain listeners; on a TLS listener the
+// error names the key's position.
+func TestH2COnTLSListener(t *testing.T) {
+	_, err := Parse("t.yaml", []byte("listen:\n  - addr: ':8443'\n    h2c: true\n    tls: {cert_file: c.pem, key_file: k.pem}\n"+
+		"upstreams: [{name: a, servers: [{addr: '127.0.0.1:1'}]}]\nroutes: [{upstream: a}]\n"))
+	if err == nil || !strings.Contains(err.Error(), "t.yaml:3:10: listen[0].h2c: h2c is for plain listeners") {
+		t.Fatalf("error %v, want the h2c key's position", err)
 	}
 }

@@ -452,16 +452,16 @@ func (sc *streamConn) abandon() {
 }
 
 // copyResponseFields copies a response head's fields, leaving out those
-// that belong to HTTP/1.1's connection and framing (RFC 9113 §8.2.2).
+// that belong to HTTP/1.1's connection and framing (RFC 9113 §8.2.2) but
+// keeping Content-Length, which HTTP/2 carries too (a HEAD answer needs it).
 func copyResponseFields(h http.Header, fields h1.Header) {
+	hop := fields.HopFilter()
 	for _, f := range fields {
-		switch {
-		case strings.EqualFold(f.Name, "Connection"), strings.EqualFold(f.Name, "Keep-Alive"),
-			strings.EqualFold(f.Name, "Transfer-Encoding"), strings.EqualFold(f.Name, "Upgrade"),
-			strings.EqualFold(f.Name, "Proxy-Connection"), strings.EqualFold(f.Name, "Trailer"):
+		if hop.IsHopByHop(f.Name) && !strings.EqualFold(f.Name, "Content-Length") {
 			continue
 		}
-		h[http.CanonicalHeaderKey(f.Name)] = append(h[http.CanonicalHeaderKey(f.Name)], f.Value)
+		name := http.CanonicalHeaderKey(f.Name)
+		h[name] = append(h[name], f.Value)
 	}
 }
 
