@@ -47,7 +47,7 @@ func (s *Server) observe(ss *session, st *requestState) {
 // protocol is the client's protocol, as Nginx's $server_protocol.
 func (ss *session) protocol() string {
 	switch {
-	case ss.h2:
+	case ss.isStream():
 		return "HTTP/2.0"
 	case ss.req.Minor == 0:
 		return "HTTP/1.0"

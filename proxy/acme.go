@@ -146,11 +146,9 @@ func (m *acmeManager) isDomain(name string) bool {
 // cache (obtained at the handshake for a name on_demand permits), and the
 // acme-tls/1 protocol so the CA's TLS-ALPN-01 handshakes reach certmagic.
 func (m *acmeManager) tlsConfig(http2 bool) *tls.Config {
-	return &tls.Config{
-		GetCertificate: m.getCertificate,
-		MinVersion:     tls.VersionTLS12,
-		NextProtos:     serverALPN(http2, true),
-	}
+	conf := serverTLS(http2, true)
+	conf.GetCertificate = m.getCertificate
+	return conf
 }
 
 func (m *acmeManager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {

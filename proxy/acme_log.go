@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -65,12 +66,7 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 		component += "." + name
 	}
 	r.AddAttrs(slog.String("component", component))
-	keys := make([]string, 0, len(enc.Fields))
-	for k := range enc.Fields {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(enc.Fields)) {
 		v := enc.Fields[k]
 		if d, ok := v.(time.Duration); ok {
 			v = d.String() // "1m0s" rather than slog's nanoseconds

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -178,7 +179,7 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := f.s.newStreamDSConn(sc)
 	c.protocol = "h2"
 	ss := &session{s: f.s, conn: c, wire: c, peer: parent.peer, peerText: parent.peerText,
-		proto: parent.proto, proxyAddr: parent.proxyAddr, h2: true}
+		proto: parent.proto, proxyAddr: parent.proxyAddr}
 	ss.br = bufio.NewReaderSize(c, 4096)
 	ss.bw = bufio.NewWriterSize(c, 4096)
 
@@ -283,12 +284,7 @@ func h1RequestHead(r *http.Request) []byte {
 	b.WriteString(" HTTP/1.1\r\nHost: ")
 	b.WriteString(r.Host)
 	b.WriteString("\r\n")
-	names := make([]string, 0, len(r.Header))
-	for name := range r.Header {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(r.Header)) {
 		switch name {
 		case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive",
 			"Proxy-Connection", "Upgrade", "Expect":

@@ -39,9 +39,15 @@ func serverALPN(http2, acme bool) []string {
 	return protos
 }
 
-// listenerTLS loads an HTTPS listener's static certificate: TLS 1.2 at
-// least, the protocols of serverALPN. Listeners with ACME get theirs from
-// acmeManager.tlsConfig.
+// serverTLS is the TLS policy of every HTTPS listener, static or ACME:
+// TLS 1.2 at least (Go's default suites: AEAD with forward secrecy) and
+// the protocols of serverALPN. The caller adds the certificate source.
+func serverTLS(http2, acme bool) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: serverALPN(http2, acme)}
+}
+
+// listenerTLS loads an HTTPS listener's static certificate. Listeners with
+// ACME get their configuration from acmeManager.tlsConfig.
 func listenerTLS(l config.Listener) (*tls.Config, error) {
 	if l.TLS == nil {
 		return nil, nil
@@ -50,11 +56,9 @@ func listenerTLS(l config.Listener) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
-		NextProtos:   serverALPN(l.HTTP2Enabled(), false),
-	}, nil
+	conf := serverTLS(l.HTTP2Enabled(), false)
+	conf.Certificates = []tls.Certificate{cert}
+	return conf, nil
 }
 
 // negotiatedH2 reports whether the TLS handshake chose HTTP/2.

@@ -157,9 +157,12 @@ func (s *Server) Start() error {
 	}
 	var tlsConfs []*tls.Config
 	for i := range s.listeners {
-		tc, err := listenerTLS(cfg.Listen[i])
+		var tc *tls.Config
+		var err error
 		if cfg.Listen[i].TLS.ACME() {
 			tc, err = s.acmeListenerTLS(cfg, i, s.listeners, s.acmeTuning)
+		} else {
+			tc, err = listenerTLS(cfg.Listen[i])
 		}
 		if err != nil {
 			s.acme.stop()

@@ -29,7 +29,6 @@ type session struct {
 	served   int
 
 	redirectHTTPS bool // a plain listener that sends clients to https
-	h2            bool // one HTTP/2 stream (h2.go), not a connection
 
 	// wire is the client connection the codec reads and writes: the
 	// dsConn itself, or TLS over it on an HTTPS listener.
@@ -51,6 +50,10 @@ type session struct {
 	keepLimit int64
 	keepLost  bool // the body outgrew the limit: it cannot be replayed
 }
+
+// isStream reports whether the session serves one HTTP/2 stream (h2.go)
+// rather than a connection.
+func (ss *session) isStream() bool { return ss.conn.stream != nil }
 
 // maxDrain bounds how much of an unread request body tollgate reads to keep
 // a connection after answering without it (a refused upload).
@@ -122,7 +125,7 @@ func (ss *session) serveOne() (reason, initiator, cause string) {
 	rt := ss.s.rt.Load()
 	c := ss.conn
 	if err := ss.waitRequest(rt); err != nil {
-		if ss.s.shuttingDown.Load() && !ss.h2 {
+		if ss.s.shuttingDown.Load() && !ss.isStream() {
 			return reasonDSShutdown, "", ""
 		}
 		return readFailure(err, phaseIdle, ss.served == 0), "", ""
@@ -165,7 +168,7 @@ func (ss *session) serveOne() (reason, initiator, cause string) {
 		return why, by, cause
 	case !keep:
 		return reasonDSKeepaliveLimit, "", ""
-	case ss.h2:
+	case ss.isStream():
 		return "", "", "" // a stream serves one request
 	case ss.s.shuttingDown.Load():
 		return reasonDSShutdown, "", ""
@@ -190,7 +193,7 @@ func (ss *session) waitRequest(rt *runtime) error {
 	if wait > 0 {
 		c.SetReadDeadline(time.Now().Add(wait))
 	}
-	if ss.s.shuttingDown.Load() && !ss.h2 {
+	if ss.s.shuttingDown.Load() && !ss.isStream() {
 		// A stream that arrived before GOAWAY is still served.
 		return net.ErrClosed
 	}
