@@ -77,7 +77,7 @@ func (s *Server) newDSConn(tc *net.TCPConn) *dsConn {
 // (when it ends badly) that names the connection it came on.
 func (s *Server) newStreamDSConn(sc *streamConn) *dsConn {
 	now := time.Now()
-	return &dsConn{nc: sc, stream: sc, s: s, id: s.connIDs.Add(1), created: now, idleSince: now}
+	return &dsConn{nc: sc, stream: sc, s: s, id: s.connIDs.Add(1), created: now, idleSince: now, protocol: "h2"}
 }
 
 // connID is the record's conn_id: "d" for downstream, "u" for upstream.

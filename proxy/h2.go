@@ -91,6 +91,10 @@ func (f *h2Front) shutdown(ctx context.Context) {
 
 type h2ConnKey struct{}
 
+// idleSlack allows for the HTTP/2 server's idle timer firing a little
+// before the idle time tollgate measures from its own stream ends.
+const idleSlack = 50 * time.Millisecond
+
 // h2Conn is a downstream connection handed to the HTTP/2 server: reads come
 // through the session's reader (which may hold the preface already), and
 // Close only tells the session the server is done, so the session closes
@@ -160,7 +164,7 @@ func (hc *h2Conn) closeReason() (reason, initiator, cause string) {
 		return reasonDSShutdown, "", ""
 	case err != nil && !isTimeout(err):
 		return readFailure(err, phase, false), "", ""
-	case phase == phaseIdle && idle >= ss.s.h2.srv.IdleTimeout-50*time.Millisecond:
+	case phase == phaseIdle && idle >= ss.s.h2.srv.IdleTimeout-idleSlack:
 		return reasonDSIdleTimeout, "", ""
 	}
 	return reasonDSBadRequest, "", ""
@@ -177,7 +181,6 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	parent := hc.ss
 	sc := newStreamConn(parent.conn, w, r)
 	c := f.s.newStreamDSConn(sc)
-	c.protocol = "h2"
 	ss := &session{s: f.s, conn: c, wire: c, peer: parent.peer, peerText: parent.peerText,
 		proto: parent.proto, proxyAddr: parent.proxyAddr}
 	ss.br = bufio.NewReaderSize(c, 4096)

@@ -432,3 +432,58 @@ func TestHTTP2DeadlinesEndWithStream(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTP2OverConnectionCap: an HTTP/2 connection over max_connections
+// cannot be answered in HTTP/1.1; it is closed, tagged ds_conn_limit.
+func TestHTTP2OverConnectionCap(t *testing.T) {
+	b := namedBackend(t, "ok")
+	p, client := h2Proxy(t, "", "max_connections: 1\n"+upstreamYAML(b.Addr))
+	if code, _ := h2Get(t, client, "https://"+p.Addr+"/first"); code != 200 {
+		t.Fatalf("first connection: %d", code)
+	}
+	// A second client, so a second connection while the first is open.
+	_, other := h2ClientFor(t, client)
+	if resp, err := other.Get("https://" + p.Addr + "/second"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a connection over max_connections was served (%d), want it closed", resp.StatusCode)
+	}
+	rec := p.expect(t, downstreamClose(reasonDSConnLimit, byProxy, kindFIN, "idle"))
+	if rec.Protocol != "h2" {
+		t.Errorf("record protocol %q, want h2", rec.Protocol)
+	}
+}
+
+// h2ClientFor is another HTTP/2 client with client's TLS settings and its
+// own connections.
+func h2ClientFor(t *testing.T, client *http.Client) (*http.Transport, *http.Client) {
+	tr := client.Transport.(*http.Transport).Clone()
+	t.Cleanup(tr.CloseIdleConnections)
+	return tr, &http.Client{Transport: tr}
+}
+
+// TestHTTP2BodyLimit: client_max_body_size holds on HTTP/2 streams, for a
+// declared length and for a body of unknown length alike.
+func TestHTTP2BodyLimit(t *testing.T) {
+	b := namedBackend(t, "ok")
+	p, client := h2Proxy(t, "", "client_max_body_size: 1k\n"+upstreamYAML(b.Addr))
+	resp, err := client.Post("https://"+p.Addr+"/declared", "text/plain", strings.NewReader(strings.Repeat("x", 2048)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("declared 2k over a 1k limit: %d, want 413", resp.StatusCode)
+	}
+	req, _ := http.NewRequest("POST", "https://"+p.Addr+"/streamed", io.MultiReader(strings.NewReader(strings.Repeat("y", 2048))))
+	req.ContentLength = -1
+	resp, err = client.Do(req)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("streamed 2k over a 1k limit: %d, want 413", resp.StatusCode)
+		}
+	}
+	if a := p.accessFor(t, "/streamed"); a.Status != http.StatusRequestEntityTooLarge {
+		t.Errorf("access log status %d for the streamed body, want 413", a.Status)
+	}
+}

@@ -99,3 +99,35 @@ func FuzzReadProxyHeader(f *testing.F) {
 		readProxyHeader(bufio.NewReader(strings.NewReader(in)))
 	})
 }
+
+// TestConnsPerIPCountsProxyAddress: behind a balancer speaking PROXY
+// protocol, max_connections_per_ip counts each client the header names,
+// not the balancer: two clients each get a connection, a second one of the
+// same client is refused.
+func TestConnsPerIPCountsProxyAddress(t *testing.T) {
+	b := namedBackend(t, "ok")
+	p := startProxy(t, "listen:\n  - addr: 127.0.0.1:0\n    proxy_protocol_from: [127.0.0.1]\nmax_connections_per_ip: 1\n"+upstreamYAML(b.Addr))
+	hold := func(client string) net.Conn {
+		c, err := net.Dial("tcp", p.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		io.WriteString(c, "PROXY TCP4 "+client+" 127.0.0.1 51000 80\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("client %s: %v", client, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("client %s: %d, want 200 (one connection each)", client, resp.StatusCode)
+		}
+		return c
+	}
+	hold("203.0.113.1")
+	hold("203.0.113.2") // the same balancer address, another client
+	resp, _ := rawRequest(t, p.Addr, "PROXY TCP4 203.0.113.1 127.0.0.1 51001 80\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp.StatusCode != 503 {
+		t.Errorf("a second connection of 203.0.113.1: %d, want 503 max_connections_per_ip", resp.StatusCode)
+	}
+}

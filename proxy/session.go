@@ -98,6 +98,7 @@ func (s *Server) serveConn(c *dsConn, lo listenerOpts) {
 	case over != "" && h2:
 		// No HTTP/1.1 answer fits an HTTP/2 client: it gets the close.
 		s.logBadRequest(ss, 503, over+" reached")
+		c.protocol = "h2"
 		c.closeWith(reasonDSConnLimit, "", "")
 		return
 	case over != "":
