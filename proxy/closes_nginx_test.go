@@ -17,23 +17,14 @@ import (
 // X-Request-ID from $request_id, an access log that carries $request_id,
 // $connection (the *N of error.log lines) and tollgate's Proxy-Status, and
 // error.log at info so that client-side lines show too.
-const closesNginxConf = `daemon off;
-master_process off;
-worker_processes 1;
-pid {{dir}}/nginx.pid;
-error_log {{dir}}/error.log info;
+const closesNginxConf = nginxProcess + `error_log {{dir}}/error.log info;
 events { worker_connections 64; }
 http {
     log_format join escape=json '{"connection":"$connection","request_id":"$request_id",'
         '"status":"$status","request":"$request","upstream_status":"$upstream_status",'
         '"proxy_status":"$upstream_http_proxy_status"}';
     access_log {{dir}}/access.log join;
-    client_body_temp_path {{dir}}/client_body;
-    proxy_temp_path {{dir}}/proxy;
-    fastcgi_temp_path {{dir}}/fastcgi;
-    uwsgi_temp_path {{dir}}/uwsgi;
-    scgi_temp_path {{dir}}/scgi;
-    upstream tg {
+` + nginxTempPaths + `    upstream tg {
         server {{upstream}};
         keepalive 8;
     }

@@ -180,20 +180,11 @@ func lrNginxConf(dir, listen string) string {
 		locs.WriteString("            try_files /ok.txt =404;\n        }\n")
 	}
 	return strings.NewReplacer("{{dir}}", dir, "{{listen}}", listen, "{{zones}}", zones.String(),
-		"{{locations}}", locs.String()).Replace(`daemon off;
-master_process off;
-worker_processes 1;
-pid {{dir}}/nginx.pid;
-error_log {{dir}}/error.log warn;
+		"{{locations}}", locs.String()).Replace(nginxProcess + `error_log {{dir}}/error.log warn;
 events { worker_connections 1024; }
 http {
     access_log off;
-    client_body_temp_path {{dir}}/client_body;
-    proxy_temp_path {{dir}}/proxy;
-    fastcgi_temp_path {{dir}}/fastcgi;
-    uwsgi_temp_path {{dir}}/uwsgi;
-    scgi_temp_path {{dir}}/scgi;
-    set_real_ip_from 127.0.0.1;
+` + nginxTempPaths + `    set_real_ip_from 127.0.0.1;
     real_ip_header X-Forwarded-For;
 {{zones}}    server {
         listen {{listen}};

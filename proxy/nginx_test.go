@@ -110,20 +110,26 @@ func countingRelay(t testing.TB, target string) (addr string, conns *atomic.Int6
 	return ln.Addr().String(), conns
 }
 
-const nginxConf = `daemon off;
+// nginxProcess and nginxTempPaths are the parts every test nginx.conf
+// shares: one foreground process, and every file under the test's dir.
+const nginxProcess = `daemon off;
 master_process off;
 worker_processes 1;
 pid {{dir}}/nginx.pid;
-error_log {{dir}}/error.log warn;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path {{dir}}/client_body;
+`
+
+const nginxTempPaths = `    client_body_temp_path {{dir}}/client_body;
     proxy_temp_path {{dir}}/proxy;
     fastcgi_temp_path {{dir}}/fastcgi;
     uwsgi_temp_path {{dir}}/uwsgi;
     scgi_temp_path {{dir}}/scgi;
-    client_max_body_size 2m;
+`
+
+const nginxConf = nginxProcess + `error_log {{dir}}/error.log warn;
+events { worker_connections 64; }
+http {
+    access_log off;
+` + nginxTempPaths + `    client_max_body_size 2m;
     upstream tg {
         server {{upstream}};
         keepalive 8;

@@ -114,22 +114,13 @@ var nextUpstreamCases = []nextUpstreamCase{
 		tgStatus: 200, tgAttempts: 2},
 }
 
-const retryNginxConf = `daemon off;
-master_process off;
-worker_processes 1;
-pid {{dir}}/nginx.pid;
-error_log {{dir}}/error.log info;
+const retryNginxConf = nginxProcess + `error_log {{dir}}/error.log info;
 events { worker_connections 64; }
 http {
     log_format retry escape=json '{"request":"$request","status":"$status",'
         '"upstream_addr":"$upstream_addr","upstream_status":"$upstream_status"}';
     access_log {{dir}}/access.log retry;
-    client_body_temp_path {{dir}}/client_body;
-    proxy_temp_path {{dir}}/proxy;
-    fastcgi_temp_path {{dir}}/fastcgi;
-    uwsgi_temp_path {{dir}}/uwsgi;
-    scgi_temp_path {{dir}}/scgi;
-{{upstreams}}
+` + nginxTempPaths + `{{upstreams}}
     server {
         listen {{listen}};
         proxy_http_version 1.1;
