@@ -44,15 +44,19 @@ func TestCloseDSIdleResetByPeer(t *testing.T) {
 	}
 }
 
+// clientLeavings are the two ways a client leaves mid-request, with the
+// kind its close record must say.
+var clientLeavings = []struct {
+	name  string
+	leave func(*testing.T, *rawClient)
+	kind  string
+}{
+	{"fin", func(_ *testing.T, rc *rawClient) { rc.c.Close() }, "fin"},
+	{"rst", func(t *testing.T, rc *rawClient) { resetConn(t, rc.c) }, "rst"},
+}
+
 func TestCloseDSClientAbortBeforeResponse(t *testing.T) {
-	for _, tt := range []struct {
-		name  string
-		leave func(*testing.T, *rawClient)
-		kind  string
-	}{
-		{"fin", func(_ *testing.T, rc *rawClient) { rc.c.Close() }, "fin"},
-		{"rst", func(t *testing.T, rc *rawClient) { resetConn(t, rc.c) }, "rst"},
-	} {
+	for _, tt := range clientLeavings {
 		t.Run(tt.name, func(t *testing.T) {
 			addr, headSeen, _ := stallNotify(t)
 			p := startProxyWithCloses(t, upstreamYAML(addr))
@@ -79,14 +83,7 @@ func TestCloseDSClientAbortBeforeResponse(t *testing.T) {
 }
 
 func TestCloseDSClientAbortRequestBody(t *testing.T) {
-	for _, tt := range []struct {
-		name  string
-		leave func(*testing.T, *rawClient)
-		kind  string
-	}{
-		{"fin", func(_ *testing.T, rc *rawClient) { rc.c.Close() }, "fin"},
-		{"rst", func(t *testing.T, rc *rawClient) { resetConn(t, rc.c) }, "rst"},
-	} {
+	for _, tt := range clientLeavings {
 		t.Run(tt.name, func(t *testing.T) {
 			addr, headSeen := headThenStall(t)
 			p := startProxyWithCloses(t, upstreamYAML(addr))
